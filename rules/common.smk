@@ -1,0 +1,67 @@
+# Paths and grid helpers shared by the stage files. Grid coordinates live in the paths as
+# key=value folders, so DuckDB (hive_partitioning) and users read them back as columns.
+import json
+import shlex
+import shutil
+
+from memcap.config import synthetic_cells, train_spec
+from memcap.aggregate import run_id
+
+SEEDS = config["seeds"]
+SYN = config["synthetic"]
+RT = config["runtime"]
+DATA = "results/data/kind=synthetic/vocab={vocab}/seq={seq}/seed={seed}/split={split}/n={n}/data.parquet"
+CELL = "kind=synthetic/vocab={vocab}/seq={seq}/arch={arch}/precision={precision}/n={n}"
+RUN = "results/runs/" + CELL + "/seed={seed}"
+
+# A training job asks for one GPU when it will run on CUDA (the default profile caps them).
+USE_GPU = config["device"] == "cuda" or (config["device"] == "auto" and shutil.which("nvidia-smi"))
+
+
+wildcard_constraints:
+    vocab=r"\d+",
+    seq=r"\d+",
+    seed=r"\d+",
+    n=r"\d+",
+    split="train|heldout",
+    arch=r"L\d+-d\d+",
+    precision="bf16|fp32",
+
+
+def cell_keys(wc):
+    return {k: getattr(wc, k) for k in ("vocab", "seq", "arch", "precision", "n")}
+
+
+def run_dirs(wc):
+    """The run folder of every seed of the cell named by wildcards `wc`."""
+    return [RUN.format(**cell_keys(wc), seed=s) for s in SEEDS]
+
+
+def run_files(name):
+    """Input/output function: `name` inside the run folder of every seed of a cell."""
+    return lambda wc: [f"{d}/{name}" for d in run_dirs(wc)]
+
+
+def run_ids(wc):
+    k = cell_keys(wc)
+    return [run_id("synthetic", k["vocab"], k["seq"], k["arch"], k["precision"], k["n"], s)
+            for s in SEEDS]
+
+
+def train_data(wc):
+    return [DATA.format(vocab=wc.vocab, seq=wc.seq, seed=s, split="train", n=wc.n) for s in SEEDS]
+
+
+def heldout_data(wc):
+    return [DATA.format(vocab=wc.vocab, seq=wc.seq, seed=s, split="heldout", n=SYN["heldout"])
+            for s in SEEDS]
+
+
+def spec_json(wc):
+    """The cell's effective training settings, shell-quoted: its params (rerun trigger)."""
+    return shlex.quote(json.dumps(train_spec(config, wc.arch, wc.precision, int(wc.n)),
+                                  sort_keys=True))
+
+
+def all_run_dirs():
+    return [RUN.format(**cell, seed=s) for cell in synthetic_cells(config) for s in SEEDS]

@@ -1,0 +1,29 @@
+# Scoring: per-sample code lengths (bits) of every training and held-out sample under each
+# seed's model, with the reference code length and mem_bits; one job per cell.
+
+
+rule score:
+    input:
+        models=run_files("model.safetensors"),
+        train=train_data,
+        heldout=heldout_data,
+    output:
+        scores=expand(RUN + "/scores.parquet", seed=SEEDS, allow_missing=True),
+        records=expand(RUN + "/score.json", seed=SEEDS, allow_missing=True),
+    params:
+        spec=spec_json,
+        seeds=",".join(map(str, SEEDS)),
+        dirs=run_dirs,
+        ids=run_ids,
+    log:
+        "results/logs/score/" + CELL + ".log",
+    benchmark:
+        "results/benchmarks/score/" + CELL + ".tsv"
+    threads: RT["threads"]
+    resources:
+        gpu=1 if USE_GPU else 0,
+    shell:
+        MEMCAP + " score --spec {params.spec} --seeds {params.seeds} --models {input.models}"
+        " --train-data {input.train} --heldout-data {input.heldout} --run-dirs {params.dirs}"
+        " --run-ids {params.ids} --device {config[device]} --threads {threads}"
+        " --batch-size {config[runtime][score_batch_size]} > {log} 2>&1"

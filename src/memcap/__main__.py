@@ -1,0 +1,5 @@
+import sys
+
+from memcap.cli import main
+
+sys.exit(main())

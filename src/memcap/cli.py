@@ -1,0 +1,190 @@
+"""`memcap <stage>`: one thin command per pipeline stage (the rules call these).
+
+Each command parses paths and settings, calls the stage function, and exits non-zero with a
+one-line message on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+
+
+def _spec(text: str):
+    from memcap.train import TrainSpec
+
+    return TrainSpec(**json.loads(text))
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x != ""]
+
+
+def cmd_data(a: argparse.Namespace) -> None:
+    from memcap.data import write_synthetic
+
+    write_synthetic(a.out, seed=a.seed, split=a.split, n=a.n, seq_len=a.seq_len,
+                    vocab_size=a.vocab_size)
+    print(f"wrote {a.n} {a.split} sequences (seed {a.seed}, S {a.seq_len}, V {a.vocab_size}) "
+          f"to {a.out}")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from memcap.train import train_cell
+
+    records = train_cell(_spec(a.spec), _ints(a.seeds), a.data, a.run_dirs, a.checkpoint,
+                         device=a.device, threads=a.threads, log_every=a.log_every,
+                         checkpoint_every=a.checkpoint_every, label=a.label,
+                         echo=lambda s: print(s, flush=True))
+    for r in records:
+        print(f"{a.label} seed {r['seed']}: {r['final_mem_bits_estimate']:,.0f} bits "
+              f"({r['final_mem_bits_estimate'] / r['params']:.3f} bits/param), "
+              f"saturated={r['saturated']}, {r['train_seconds']:.1f} s on {r['device']}")
+
+
+def cmd_score(a: argparse.Namespace) -> None:
+    from memcap.score import score_cell
+
+    records = score_cell(_spec(a.spec), _ints(a.seeds), a.models, a.train_data, a.heldout_data,
+                         a.run_dirs, a.run_ids, device=a.device, threads=a.threads,
+                         batch_size=a.batch_size)
+    for r in records:
+        print(f"seed {r['seed']}: mem {r['mem_bits']:,.0f} of {r['dataset_bits']:,.0f} bits, "
+              f"held-out loss {r['heldout_loss']:.4f} nats/token")
+
+
+def cmd_collect(a: argparse.Namespace) -> None:
+    from memcap.aggregate import collect_tables
+    from memcap.io import atomic_path
+
+    runs, mem = collect_tables(a.run_dirs)
+    for frame, out in ((runs, a.runs_out), (mem, a.memorization_out)):
+        with atomic_path(out) as tmp:
+            frame.write_parquet(tmp)
+    print(f"collected {runs.height} runs")
+
+
+def cmd_laws(a: argparse.Namespace) -> None:
+    from memcap.io import atomic_path
+    from memcap.laws import capacity_table, fit_capacity_laws
+
+    runs, mem = pl.read_parquet(a.runs), pl.read_parquet(a.memorization)
+    cap = capacity_table(runs, mem)
+    laws = fit_capacity_laws(runs, mem, cap, n_boot=a.bootstrap, ci=a.ci, seed=a.seed)
+    for frame, out in ((cap, a.capacity_out), (laws, a.laws_out)):
+        with atomic_path(out) as tmp:
+            frame.write_parquet(tmp)
+    print(laws)
+
+
+def cmd_database(a: argparse.Namespace) -> None:
+    from memcap.aggregate import build_database, with_capacity_ratio
+
+    runs, mem = pl.read_parquet(a.runs), pl.read_parquet(a.memorization)
+    laws = pl.read_parquet(a.laws)
+    tables = {"runs": runs, "memorization": with_capacity_ratio(mem, runs, laws),
+              "capacity": pl.read_parquet(a.capacity), "laws": laws}
+    build_database(a.out, tables, a.samples)
+    print(f"wrote {a.out}: {', '.join(tables)} and view samples over {len(a.samples)} files")
+
+
+def cmd_figures(a: argparse.Namespace) -> None:
+    from memcap.figures import write_figures
+
+    for path in write_figures(a.db, a.out_dir):
+        print(f"wrote {path}")
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from memcap.report import write_report
+
+    write_report(a.db, a.figures_dir, a.out)
+    print(f"wrote {a.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memcap", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="write a synthetic dataset (uniform random tokens)")
+    d.add_argument("--seed", type=int, required=True)
+    d.add_argument("--split", choices=["train", "heldout"], required=True)
+    d.add_argument("--n", type=int, required=True)
+    d.add_argument("--seq-len", type=int, required=True)
+    d.add_argument("--vocab-size", type=int, required=True)
+    d.add_argument("--out", type=Path, required=True)
+    d.set_defaults(func=cmd_data)
+
+    def runtime(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--spec", required=True, help="TrainSpec as JSON")
+        sp.add_argument("--seeds", required=True, help="comma-separated seeds")
+        sp.add_argument("--run-dirs", type=Path, nargs="+", required=True)
+        sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--threads", type=int, default=1)
+
+    t = sub.add_parser("train", help="train all seeds of one cell")
+    runtime(t)
+    t.add_argument("--data", type=Path, nargs="+", required=True)
+    t.add_argument("--checkpoint", type=Path, required=True)
+    t.add_argument("--log-every", type=int, default=200)
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--label", default="")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("score", help="per-sample code lengths of all seeds of one cell")
+    runtime(s)
+    s.add_argument("--models", type=Path, nargs="+", required=True)
+    s.add_argument("--train-data", type=Path, nargs="+", required=True)
+    s.add_argument("--heldout-data", type=Path, nargs="+", required=True)
+    s.add_argument("--run-ids", nargs="+", required=True)
+    s.add_argument("--batch-size", type=int, default=512)
+    s.set_defaults(func=cmd_score)
+
+    c = sub.add_parser("collect", help="runs and memorization tables from run folders")
+    c.add_argument("--run-dirs", type=Path, nargs="+", required=True)
+    c.add_argument("--runs-out", type=Path, required=True)
+    c.add_argument("--memorization-out", type=Path, required=True)
+    c.set_defaults(func=cmd_collect)
+
+    lw = sub.add_parser("laws", help="capacity per architecture and the bits/parameter law")
+    lw.add_argument("--runs", type=Path, required=True)
+    lw.add_argument("--memorization", type=Path, required=True)
+    lw.add_argument("--capacity-out", type=Path, required=True)
+    lw.add_argument("--laws-out", type=Path, required=True)
+    lw.add_argument("--bootstrap", type=int, default=1000)
+    lw.add_argument("--ci", type=float, default=0.95)
+    lw.add_argument("--seed", type=int, default=0)
+    lw.set_defaults(func=cmd_laws)
+
+    db = sub.add_parser("database", help="build results/memcap.duckdb atomically")
+    for name in ("runs", "memorization", "capacity", "laws"):
+        db.add_argument(f"--{name}", type=Path, required=True)
+    db.add_argument("--samples", type=Path, nargs="+", required=True)
+    db.add_argument("--out", type=Path, required=True)
+    db.set_defaults(func=cmd_database)
+
+    f = sub.add_parser("figures", help="Altair figures as HTML and PNG")
+    f.add_argument("--db", type=Path, required=True)
+    f.add_argument("--out-dir", type=Path, required=True)
+    f.set_defaults(func=cmd_figures)
+
+    r = sub.add_parser("report", help="results/report.html")
+    r.add_argument("--db", type=Path, required=True)
+    r.add_argument("--figures-dir", type=Path, required=True)
+    r.add_argument("--out", type=Path, required=True)
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"memcap {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0

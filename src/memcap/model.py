@@ -1,0 +1,148 @@
+"""GPT-2 as in SCIENCE.md §1, packed: M independent models in one module.
+
+Every weight carries a leading model dimension M, so the seeds of one training cell train as a
+single batched model (one kernel launch per layer for all of them). Nothing mixes across the
+model dimension: the loss is a sum of per-model losses and Adam is elementwise, so model m
+trains exactly as it would alone.
+
+Shapes: M models, B sequences per model, S tokens, d = d_model, V = vocab_size, H heads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def param_count(vocab_size: int, seq_len: int, n_layer: int, d_model: int) -> int:
+    """P = V·d + S·d + L·(12d² + 13d) + 2d (tied embeddings, learned positions, biases, MLP 4d)."""
+    d = d_model
+    return vocab_size * d + seq_len * d + n_layer * (12 * d * d + 13 * d) + 2 * d
+
+
+def n_heads(d_model: int, head_dim: int) -> int:
+    """Heads for a width: d_model / head_dim, at least one (head count does not change P)."""
+    if d_model % head_dim and d_model > head_dim:
+        raise ValueError(f"d_model {d_model} is not a multiple of head_dim {head_dim}")
+    return max(1, d_model // head_dim)
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # x (M, T, din) @ w (M, din, dout) + b (M, dout) -> (M, T, dout)
+    return torch.baddbmm(b.unsqueeze(1), x, w)
+
+
+def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # normalise over d, then the per-model affine map; w, b (M, d)
+    return torch.addcmul(b.unsqueeze(1), F.layer_norm(x, x.shape[-1:]), w.unsqueeze(1))
+
+
+class Block(nn.Module):
+    def __init__(self, n_models: int, d_model: int, n_head: int) -> None:
+        super().__init__()
+        M, d = n_models, d_model
+        self.n_head = n_head
+        self.ln1_w = nn.Parameter(torch.ones(M, d))
+        self.ln1_b = nn.Parameter(torch.zeros(M, d))
+        self.attn_w = nn.Parameter(torch.empty(M, d, 3 * d))  # q, k, v
+        self.attn_b = nn.Parameter(torch.zeros(M, 3 * d))
+        self.attn_proj_w = nn.Parameter(torch.empty(M, d, d))
+        self.attn_proj_b = nn.Parameter(torch.zeros(M, d))
+        self.ln2_w = nn.Parameter(torch.ones(M, d))
+        self.ln2_b = nn.Parameter(torch.zeros(M, d))
+        self.fc_w = nn.Parameter(torch.empty(M, d, 4 * d))
+        self.fc_b = nn.Parameter(torch.zeros(M, 4 * d))
+        self.fc_proj_w = nn.Parameter(torch.empty(M, 4 * d, d))
+        self.fc_proj_b = nn.Parameter(torch.zeros(M, d))
+
+    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        M, T, d = x.shape  # T = B·S
+        S, H = T // batch, self.n_head
+        qkv = _linear(_layer_norm(x, self.ln1_w, self.ln1_b), self.attn_w, self.attn_b)
+        # (M, B·S, 3d) -> 3 × (M·B, H, S, d/H)
+        q, k, v = qkv.view(M * batch, S, 3, H, d // H).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = y.transpose(1, 2).reshape(M, T, d)
+        x = x + _linear(y, self.attn_proj_w, self.attn_proj_b)
+        h = F.gelu(_linear(_layer_norm(x, self.ln2_w, self.ln2_b), self.fc_w, self.fc_b),
+                   approximate="tanh")
+        return x + _linear(h, self.fc_proj_w, self.fc_proj_b)
+
+
+class PackedGPT(nn.Module):
+    """M GPT-2 models of one shape. forward(idx (M, B, S)) -> logits (M, B, S, V)."""
+
+    def __init__(self, n_models: int, vocab_size: int, seq_len: int, n_layer: int,
+                 d_model: int, n_head: int) -> None:
+        super().__init__()
+        M, V, S, d = n_models, vocab_size, seq_len, d_model
+        self.n_models, self.vocab_size, self.seq_len = M, V, S
+        self.n_layer, self.d_model, self.n_head = n_layer, d_model, n_head
+        self.wte = nn.Parameter(torch.empty(M, V, d))  # tied: also the output projection
+        self.wpe = nn.Parameter(torch.empty(M, S, d))
+        self.blocks = nn.ModuleList(Block(M, d, n_head) for _ in range(n_layer))
+        self.lnf_w = nn.Parameter(torch.ones(M, d))
+        self.lnf_b = nn.Parameter(torch.zeros(M, d))
+
+    def init_weights(self, seeds: list[int]) -> None:
+        """GPT-2 init, model m drawn from its own generator seeded with seeds[m].
+
+        The draws for one model do not depend on M or on the other seeds, so a packed run and
+        separate runs with the same seeds start from identical weights.
+        """
+        if len(seeds) != self.n_models:
+            raise ValueError(f"{len(seeds)} seeds for {self.n_models} packed models")
+        std, proj_std = 0.02, 0.02 / math.sqrt(2 * self.n_layer)
+        with torch.no_grad():
+            for m, seed in enumerate(seeds):
+                g = torch.Generator().manual_seed(int(seed))
+                for name, p in self.named_parameters():
+                    if p.dim() == 3:  # weights and embeddings; biases 0, LN gains 1
+                        s = proj_std if name.endswith("proj_w") else std
+                        p[m].copy_(torch.randn(p.shape[1:], generator=g) * s)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        M, B, S = idx.shape
+        V, d = self.vocab_size, self.d_model
+        # offset each model's token ids into its own slice of the flattened (M·V, d) table
+        offsets = torch.arange(M, device=idx.device).view(M, 1, 1) * V
+        x = F.embedding(idx + offsets, self.wte.reshape(M * V, d))  # (M, B, S, d)
+        x = (x + self.wpe[:, :S].unsqueeze(1)).reshape(M, B * S, d)
+        for block in self.blocks:
+            x = block(x, B)
+        x = _layer_norm(x, self.lnf_w, self.lnf_b)
+        return torch.bmm(x, self.wte.transpose(1, 2)).view(M, B, S, V)
+
+    def params_per_model(self) -> int:
+        return sum(p.numel() for p in self.parameters()) // self.n_models
+
+
+def token_nll(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Per-token negative log-likelihood in nats of x_t given x_<t, t = 2..S: (M, B, S-1)."""
+    M, B, S, V = logits.shape
+    lp = logits[:, :, :-1].float().reshape(-1, V)
+    return F.cross_entropy(lp, idx[:, :, 1:].reshape(-1), reduction="none").view(M, B, S - 1)
+
+
+@torch.no_grad()
+def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
+                      amp: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+    """Code length nll(x | model) in bits of every sequence: tokens (M, N, S) -> (M, N) fp64.
+
+    Sums -log2 p(x_t | x_<t) over t = 2..S (the first token costs the same under every model,
+    so it is left out; SCIENCE.md §1).
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, tokens.shape[1], batch_size):
+        chunk = tokens[:, start:start + batch_size]
+        with amp or contextlib.nullcontext():
+            logits = model(chunk)
+        out.append(token_nll(logits, chunk).double().sum(-1) / math.log(2))
+    model.train(was_training)
+    return torch.cat(out, dim=1)

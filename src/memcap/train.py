@@ -1,0 +1,293 @@
+"""Training one cell: all seeds of (kind, architecture, precision, N) as one packed model.
+
+Seed s sets both the data (the caller passes seed s's dataset) and the initialisation. The
+batch at step t is a pure function of (seed, t) (epoch-wise permutations keyed by the epoch),
+so a run resumed from a checkpoint continues exactly as if it had never stopped.
+
+Outputs per seed, in its run folder, all written only after every seed finished:
+  model.safetensors   the trained weights of that one model (no model dimension)
+  train_log.parquet   periodic evaluations: step, lr, train loss, estimated bits memorized
+  run.json            the run record: coordinates, steps, saturation, losses, device, seconds
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+
+from memcap import device as dev
+from memcap.data import read_tokens
+from memcap.io import atomic_path, write_json
+from memcap.model import PackedGPT, n_heads, param_count, sequence_nll_bits, token_nll
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that determines a cell's trained weights (and nothing that does not)."""
+
+    vocab_size: int
+    seq_len: int
+    n_layer: int
+    d_model: int
+    precision: str
+    n: int
+    steps: int
+    batch_size: int
+    lr: float
+    head_dim: int = 16
+    warmup_frac: float = 0.05
+    schedule: str = "cosine"
+    min_lr_frac: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    eval_every: int = 100
+    eval_samples: int = 4096
+    saturation_window: float = 0.1
+    saturation_growth: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for key in ("vocab_size", "seq_len", "n_layer", "d_model", "n", "batch_size",
+                    "eval_every", "eval_samples", "head_dim"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train spec {key} must be positive, got {getattr(self, key)}")
+        if self.steps < 0:
+            raise ValueError(f"train.steps must be >= 0, got {self.steps}")
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"train.lr must be a finite number >= 0, got {self.lr}")
+
+    @property
+    def params(self) -> int:
+        return param_count(self.vocab_size, self.seq_len, self.n_layer, self.d_model)
+
+    @property
+    def batch(self) -> int:
+        """Sequences per step and model: the batch size, or the whole dataset if smaller."""
+        return min(self.batch_size, self.n)
+
+    @property
+    def memorizable_bits(self) -> float:
+        return self.n * (self.seq_len - 1) * math.log2(self.vocab_size)
+
+
+def lr_at(spec: TrainSpec, step: int) -> float:
+    """Linear warmup to spec.lr, then cosine / linear decay to min_lr_frac·lr (or constant)."""
+    warmup = int(spec.warmup_frac * spec.steps)
+    if step < warmup:
+        return spec.lr * (step + 1) / warmup
+    if spec.schedule == "constant":
+        return spec.lr
+    progress = (step - warmup) / max(1, spec.steps - warmup)
+    floor = spec.min_lr_frac * spec.lr
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if spec.schedule == "cosine" else 1 - progress
+    return floor + (spec.lr - floor) * shape
+
+
+class EpochSampler:
+    """Batch indices for step t: positions t·B … t·B+B−1 of the concatenated epochs, where
+    epoch e of model m is a permutation drawn from a generator keyed by (seed_m, e)."""
+
+    def __init__(self, seeds: list[int], n: int, batch: int) -> None:
+        self.seeds, self.n, self.batch = seeds, n, batch
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _perm(self, m: int, epoch: int) -> torch.Tensor:
+        key = (m, epoch)
+        if key not in self._cache:
+            if len(self._cache) > 4 * len(self.seeds):
+                self._cache.clear()
+            g = torch.Generator().manual_seed(self.seeds[m] * 1_000_003 + epoch)
+            self._cache[key] = torch.randperm(self.n, generator=g)
+        return self._cache[key]
+
+    def indices(self, step: int) -> torch.Tensor:
+        start = step * self.batch
+        epoch, offset = divmod(start, self.n)
+        rows = []
+        for m in range(len(self.seeds)):
+            perm = self._perm(m, epoch)
+            if offset + self.batch > self.n:
+                perm = torch.cat([perm, self._perm(m, epoch + 1)])
+            rows.append(perm[offset:offset + self.batch])
+        return torch.stack(rows)
+
+
+def saturation(log: pl.DataFrame, steps: int, window: float, growth: float) -> tuple[bool, float]:
+    """SCIENCE.md's rule: saturated when memorization grew by less than `growth` (relative)
+    over the last `window` of the steps. Returns (saturated, relative growth)."""
+    if steps == 0 or log.height < 2:
+        return False, float("nan")
+    log = log.sort("step")
+    end = log["mem_bits"][-1]
+    before = log.filter(pl.col("step") <= (1 - window) * steps)
+    start = before["mem_bits"][-1] if before.height else log["mem_bits"][0]
+    rel = (end - start) / end if end > 0 else 0.0
+    return bool(rel < growth), float(rel)
+
+
+def unpack_state(model: PackedGPT, m: int) -> dict[str, torch.Tensor]:
+    return {k: v[m].detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def load_packed(spec: TrainSpec, model_paths: list[Path], device: torch.device) -> PackedGPT:
+    """Stack single-model safetensors files into one packed model."""
+    model = PackedGPT(len(model_paths), spec.vocab_size, spec.seq_len, spec.n_layer,
+                      spec.d_model, n_heads(spec.d_model, spec.head_dim))
+    states = []
+    for path in model_paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"model weights {path} do not exist")
+        states.append(load_file(str(path)))
+    model.load_state_dict({k: torch.stack([s[k] for s in states]) for k in states[0]})
+    return model.to(device)
+
+
+def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_dirs: list[Path],
+               checkpoint: Path, device: str = "auto", threads: int = 1, log_every: int = 200,
+               checkpoint_every: int = 500, label: str = "",
+               echo: Callable[[str], None] = print) -> list[dict]:
+    """Train one packed model per seed; write each seed's outputs; return the run records."""
+    if not (len(seeds) == len(train_paths) == len(out_dirs)):
+        raise ValueError("seeds, train_paths and out_dirs must have the same length")
+    torch_device = dev.resolve_device(device)
+    dtype = dev.configure(torch_device, spec.precision, threads)
+    amp = dev.autocast(torch_device, dtype)
+    M, S = len(seeds), spec.seq_len
+
+    data = []
+    for path in train_paths:
+        ids, toks = read_tokens(path)
+        if toks.shape != (spec.n, S):
+            raise ValueError(f"{path}: expected {spec.n} sequences of {S} tokens, "
+                             f"got {toks.shape[0]} of {toks.shape[1]}")
+        if toks.max() >= spec.vocab_size:
+            raise ValueError(f"{path}: token id {toks.max()} >= vocab_size {spec.vocab_size}")
+        data.append(torch.from_numpy(toks))
+    data_t = torch.stack(data).to(torch_device)  # (M, N, S)
+    eval_t = data_t[:, :spec.eval_samples]
+    eval_scale = spec.n / eval_t.shape[1]
+    ref_bits = (S - 1) * math.log2(spec.vocab_size)
+
+    model = PackedGPT(M, spec.vocab_size, S, spec.n_layer, spec.d_model,
+                      n_heads(spec.d_model, spec.head_dim))
+    model.init_weights(seeds)
+    model.to(torch_device)
+    assert model.params_per_model() == spec.params
+    fused = torch_device.type == "cuda"
+    opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2),
+                           eps=spec.eps, weight_decay=spec.weight_decay, fused=fused)
+    sampler = EpochSampler(seeds, spec.n, spec.batch)
+    rows: list[dict] = []
+    step, elapsed = 0, 0.0
+    identity = {"spec": asdict(spec), "seeds": list(seeds)}
+
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
+        if state["identity"] == identity:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optim"])
+            step, rows, elapsed = state["step"], state["rows"], state["elapsed"]
+            echo(f"{label} resumed from checkpoint at step {step}/{spec.steps}")
+        else:
+            echo(f"{label} checkpoint {checkpoint} is for another spec; starting over")
+
+    def evaluate(at: int, losses: torch.Tensor | None) -> None:
+        bits = sequence_nll_bits(model, eval_t, max(256, spec.batch), amp)  # (M, m)
+        mem = (ref_bits - bits).clamp(min=0).sum(1) * eval_scale
+        for m in range(M):
+            rows.append({"seed": seeds[m], "step": at, "lr": lr_at(spec, max(at - 1, 0)),
+                         "train_loss": float("nan") if losses is None else float(losses[m]),
+                         "eval_nll_bits": float(bits[m].mean()), "mem_bits": float(mem[m]),
+                         "elapsed_s": elapsed + time.perf_counter() - t0})
+
+    def check_finite(losses: torch.Tensor, at: int) -> None:
+        if not torch.isfinite(losses).all():
+            bad = [seeds[m] for m in range(M) if not math.isfinite(float(losses[m]))]
+            checkpoint.unlink(missing_ok=True)
+            raise NonFiniteLossError(
+                f"{label} training loss became non-finite at step {at} for seed(s) {bad} "
+                f"(lr {lr_at(spec, at):.3g}); lower train.lr or raise train.warmup_frac. "
+                "No outputs were written.")
+
+    def save_checkpoint() -> None:
+        with atomic_path(checkpoint) as tmp:
+            torch.save({"identity": identity, "model": model.state_dict(),
+                        "optim": opt.state_dict(), "step": step, "rows": rows,
+                        "elapsed": elapsed + time.perf_counter() - t0}, tmp)
+
+    t0 = time.perf_counter()
+    if step == 0:
+        evaluate(0, None)
+    model.train()
+    losses = torch.zeros(M, device=torch_device)
+    t_last, tok_last = time.perf_counter(), step
+    while step < spec.steps:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(spec, step)
+        idx = sampler.indices(step).to(torch_device, non_blocking=True)
+        batch = torch.gather(data_t, 1, idx.unsqueeze(-1).expand(-1, -1, S))  # (M, B, S)
+        with amp:
+            logits = model(batch)
+        losses = token_nll(logits, batch).mean(dim=(1, 2))  # (M,) nats per token
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+        step += 1
+        last = step == spec.steps
+        if torch_device.type == "cpu" or step % log_every == 0 or last:
+            check_finite(losses.detach(), step)
+        if step % spec.eval_every == 0 or last:
+            evaluate(step, losses.detach().cpu())
+        if step % log_every == 0 or last:
+            now = time.perf_counter()
+            tps = (step - tok_last) * spec.batch * S * M / max(now - t_last, 1e-9)
+            t_last, tok_last = now, step
+            mem = np.mean([r["mem_bits"] for r in rows[-M:]])
+            echo(f"{label} step {step}/{spec.steps} loss {float(losses.detach().mean()):.4f} "
+                 f"mem {mem:,.0f}/{spec.memorizable_bits:,.0f} bits "
+                 f"({mem / spec.params:.2f} bits/param) tok/s {tps:,.0f}")
+        if step % checkpoint_every == 0 and not last:
+            save_checkpoint()
+    elapsed += time.perf_counter() - t0
+
+    log_df = pl.DataFrame(rows, schema_overrides={"step": pl.Int64, "seed": pl.Int64})
+    records = []
+    for m, (seed, out) in enumerate(zip(seeds, out_dirs, strict=True)):
+        seed_log = log_df.filter(pl.col("seed") == seed)
+        sat, growth = saturation(seed_log, spec.steps, spec.saturation_window,
+                                 spec.saturation_growth)
+        final = seed_log.sort("step").row(-1, named=True)
+        records.append({
+            **asdict(spec), "seed": seed, "params": spec.params, "saturated": sat,
+            "mem_growth_last_window": growth, "final_train_loss": final["train_loss"],
+            "final_mem_bits_estimate": final["mem_bits"], "device": torch_device.type,
+            "compute_dtype": dtype, "train_seconds": elapsed,
+            "tokens_per_model": spec.steps * spec.batch * S,
+        })
+    # write everything only now, so a failure above leaves no output for any seed
+    for m, out in enumerate(out_dirs):
+        out = Path(out)
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file(unpack_state(model, m), str(tmp))
+        with atomic_path(out / "train_log.parquet") as tmp:
+            log_df.filter(pl.col("seed") == seeds[m]).write_parquet(tmp)
+        write_json(out / "run.json", records[m])
+    checkpoint.unlink(missing_ok=True)
+    return records
