@@ -1,10 +1,15 @@
 # memcap: how many bits of its training data does a language model memorize?
 # The DAG: data -> train (one job per cell, all seeds) -> score -> collect -> laws -> database
 #          -> figures -> report. Each stage lives in rules/<stage>.smk; the code in src/memcap.
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# Jobs run the package from this checkout, whichever environment runs them (a venv with
+# `pip install -e .`, or --sdm conda with envs/memcap.yaml); jobs inherit this variable.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = SRC
 from memcap.config import ConfigError, validate_config  # noqa: E402
 
 
@@ -15,10 +20,6 @@ try:
     config.update(validate_config(config))
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
-
-# Run the package from this checkout, whichever environment (venv or --sdm conda) runs the job.
-# (Braces are doubled for Snakemake's shell formatting.)
-MEMCAP = "PYTHONPATH='" + workflow.basedir + "/src':${{PYTHONPATH:-}} python -m memcap"
 
 
 include: "rules/common.smk"

@@ -11,10 +11,12 @@ rule collect:
         memorization="results/tables/memorization.parquet",
     params:
         dirs=lambda wc: all_run_dirs(),
+    conda:
+        ENV
     log:
         "results/logs/collect.log",
     shell:
-        MEMCAP + " collect --run-dirs {params.dirs} --runs-out {output.runs}"
+        "python -m memcap collect --run-dirs {params.dirs} --runs-out {output.runs}"
         " --memorization-out {output.memorization} > {log} 2>&1"
 
 
@@ -29,10 +31,12 @@ rule laws:
         bootstrap=config["laws"]["bootstrap"],
         ci=config["laws"]["ci"],
         seed=config["laws"]["seed"],
+    conda:
+        ENV
     log:
         "results/logs/laws.log",
     shell:
-        MEMCAP + " laws --runs {input.runs} --memorization {input.memorization}"
+        "python -m memcap laws --runs {input.runs} --memorization {input.memorization}"
         " --capacity-out {output.capacity} --laws-out {output.laws}"
         " --bootstrap {params.bootstrap} --ci {params.ci} --seed {params.seed} > {log} 2>&1"
 
@@ -46,9 +50,11 @@ rule database:
         samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
     output:
         "results/memcap.duckdb",
+    conda:
+        ENV
     log:
         "results/logs/database.log",
     shell:
-        MEMCAP + " database --runs {input.runs} --memorization {input.memorization}"
+        "python -m memcap database --runs {input.runs} --memorization {input.memorization}"
         " --capacity {input.capacity} --laws {input.laws} --samples {input.samples}"
         " --out {output} > {log} 2>&1"

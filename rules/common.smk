@@ -7,14 +7,17 @@ import shutil
 from memcap.config import synthetic_cells, train_spec
 from memcap.aggregate import run_id
 
+ENV = "../envs/memcap.yaml"  # conda environment of every rule (--sdm conda)
 SEEDS = config["seeds"]
 SYN = config["synthetic"]
 RT = config["runtime"]
 DATA = "results/data/kind=synthetic/vocab={vocab}/seq={seq}/seed={seed}/split={split}/n={n}/data.parquet"
 CELL = "kind=synthetic/vocab={vocab}/seq={seq}/arch={arch}/precision={precision}/n={n}"
-RUN = "results/runs/" + CELL + "/seed={seed}"
+RUN = f"results/runs/{CELL}/seed={{seed}}"
 
-# A training job asks for one GPU when it will run on CUDA (the default profile caps them).
+# Training and scoring ask for one GPU when they will run on CUDA (the default profile caps
+# them). Execution settings that change no result (device, progress and checkpoint intervals,
+# batch size of scoring) reach the jobs as resources, not params, so editing them reruns nothing.
 USE_GPU = config["device"] == "cuda" or (config["device"] == "auto" and shutil.which("nvidia-smi"))
 
 

@@ -5,8 +5,10 @@
 rule synthetic_data:
     output:
         DATA,
+    conda:
+        ENV
     log:
         "results/logs/data/vocab={vocab}-seq={seq}-seed={seed}-{split}-n={n}.log",
     shell:
-        MEMCAP + " data --seed {wildcards.seed} --split {wildcards.split} --n {wildcards.n}"
+        "python -m memcap data --seed {wildcards.seed} --split {wildcards.split} --n {wildcards.n}"
         " --seq-len {wildcards.seq} --vocab-size {wildcards.vocab} --out {output} > {log} 2>&1"

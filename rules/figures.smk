@@ -8,10 +8,12 @@ rule figures:
     output:
         html=expand("results/figures/{name}.html", name=FIGURES),
         png=expand("results/figures/{name}.png", name=FIGURES),
+    conda:
+        ENV
     log:
         "results/logs/figures.log",
     shell:
-        MEMCAP + " figures --db {input} --out-dir results/figures > {log} 2>&1"
+        "python -m memcap figures --db {input} --out-dir results/figures > {log} 2>&1"
 
 
 rule report:
@@ -20,7 +22,9 @@ rule report:
         figures=rules.figures.output.png,
     output:
         "results/report.html",
+    conda:
+        ENV
     log:
         "results/logs/report.log",
     shell:
-        MEMCAP + " report --db {input.db} --figures-dir results/figures --out {output} > {log} 2>&1"
+        "python -m memcap report --db {input.db} --figures-dir results/figures --out {output} > {log} 2>&1"

@@ -8,22 +8,26 @@ rule score:
         train=train_data,
         heldout=heldout_data,
     output:
-        scores=expand(RUN + "/scores.parquet", seed=SEEDS, allow_missing=True),
-        records=expand(RUN + "/score.json", seed=SEEDS, allow_missing=True),
+        scores=expand(f"{RUN}/scores.parquet", seed=SEEDS, allow_missing=True),
+        records=expand(f"{RUN}/score.json", seed=SEEDS, allow_missing=True),
     params:
         spec=spec_json,
         seeds=",".join(map(str, SEEDS)),
         dirs=run_dirs,
         ids=run_ids,
+    conda:
+        ENV
     log:
-        "results/logs/score/" + CELL + ".log",
+        f"results/logs/score/{CELL}.log",
     benchmark:
-        "results/benchmarks/score/" + CELL + ".tsv"
+        f"results/benchmarks/score/{CELL}.tsv"
     threads: RT["threads"]
     resources:
         gpu=1 if USE_GPU else 0,
+        device=config["device"],
+        batch_size=RT["score_batch_size"],
     shell:
-        MEMCAP + " score --spec {params.spec} --seeds {params.seeds} --models {input.models}"
+        "python -m memcap score --spec {params.spec} --seeds {params.seeds} --models {input.models}"
         " --train-data {input.train} --heldout-data {input.heldout} --run-dirs {params.dirs}"
-        " --run-ids {params.ids} --device {config[device]} --threads {threads}"
-        " --batch-size {config[runtime][score_batch_size]} > {log} 2>&1"
+        " --run-ids {params.ids} --device {resources.device} --threads {threads}"
+        " --batch-size {resources.batch_size} > {log} 2>&1"

@@ -6,25 +6,30 @@ rule train:
     input:
         train_data,
     output:
-        models=expand(RUN + "/model.safetensors", seed=SEEDS, allow_missing=True),
-        logs=expand(RUN + "/train_log.parquet", seed=SEEDS, allow_missing=True),
-        records=expand(RUN + "/run.json", seed=SEEDS, allow_missing=True),
+        models=expand(f"{RUN}/model.safetensors", seed=SEEDS, allow_missing=True),
+        logs=expand(f"{RUN}/train_log.parquet", seed=SEEDS, allow_missing=True),
+        records=expand(f"{RUN}/run.json", seed=SEEDS, allow_missing=True),
     params:
         spec=spec_json,
         seeds=",".join(map(str, SEEDS)),
         dirs=run_dirs,
-        checkpoint=lambda wc: "results/checkpoints/" + CELL.format(**cell_keys(wc)) + "/state.pt",
+        checkpoint=lambda wc: f"results/checkpoints/{CELL.format(**cell_keys(wc))}/state.pt",
+    conda:
+        ENV
     log:
-        "results/logs/train/" + CELL + ".log",
+        f"results/logs/train/{CELL}.log",
     benchmark:
-        "results/benchmarks/train/" + CELL + ".tsv"
+        f"results/benchmarks/train/{CELL}.tsv"
     threads: RT["threads"]
     resources:
         gpu=1 if USE_GPU else 0,
+        device=config["device"],
+        log_every=RT["log_every"],
+        checkpoint_every=RT["checkpoint_every"],
     shell:
-        MEMCAP + " train --spec {params.spec} --seeds {params.seeds} --data {input}"
+        "python -m memcap train --spec {params.spec} --seeds {params.seeds} --data {input}"
         " --run-dirs {params.dirs} --checkpoint {params.checkpoint}"
-        " --device {config[device]} --threads {threads}"
-        " --log-every {config[runtime][log_every]}"
-        " --checkpoint-every {config[runtime][checkpoint_every]}"
+        " --device {resources.device} --threads {threads}"
+        " --log-every {resources.log_every}"
+        " --checkpoint-every {resources.checkpoint_every}"
         " --label '{wildcards.arch} {wildcards.precision} n={wildcards.n}' > {log} 2>&1"

@@ -1,0 +1,91 @@
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from memcap.config import ConfigError, load_config, train_spec, validate_config
+
+
+@pytest.fixture
+def cfg():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "configs/smoke.yaml",
+                                  "configs/paper-synthetic.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = load_config(str(REPO / name))
+    assert cfg["train"]["steps"] >= 1
+
+
+def test_paper_config_is_the_papers_grid():
+    cfg = load_config(str(REPO / "configs/paper-synthetic.yaml"))
+    assert (cfg["synthetic"]["vocab_size"], cfg["synthetic"]["seq_len"]) == (2048, 64)
+    shapes = {(a["n_layer"], a["d_model"]) for a in cfg["architectures"]}
+    assert shapes == {(L, d) for L in (1, 2, 4, 8) for d in (32, 64, 128, 256)}
+    assert cfg["synthetic"]["dataset_sizes"][0] == 2**12
+    assert all(n & (n - 1) == 0 for n in cfg["synthetic"]["dataset_sizes"])
+    assert len(cfg["seeds"]) == 5 and set(cfg["precisions"]) == {"bf16", "fp32"}
+    assert (cfg["train"]["steps"], cfg["train"]["batch_size"]) == (10**6, 2048)
+
+
+def test_defaults_are_filled(cfg):
+    del cfg["train"]["schedule"]
+    del cfg["runtime"]
+    out = validate_config(cfg)
+    assert out["train"]["schedule"] == "cosine" and out["runtime"]["threads"] == 1
+
+
+def _error(cfg) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    return str(err.value)
+
+
+def test_unknown_key_is_named(cfg):
+    cfg["train"]["learning_rate"] = 0.1
+    msg = _error(cfg)
+    assert "'train'" in msg and "learning_rate" in msg
+
+
+def test_unknown_top_level_key_is_named(cfg):
+    cfg["sedes"] = [0]
+    assert "sedes" in _error(cfg)
+
+
+def test_wrong_type_is_named(cfg):
+    cfg["train"]["eps"] = "1e-8"  # what YAML makes of 1e-8 without a dot
+    msg = _error(cfg)
+    assert "train.eps" in msg and "number" in msg
+
+
+def test_empty_grid_is_named(cfg):
+    cfg["synthetic"]["dataset_sizes"] = []
+    msg = _error(cfg)
+    assert "synthetic.dataset_sizes" in msg and "empty" in msg
+
+
+def test_negative_size_is_named(cfg):
+    cfg["synthetic"]["dataset_sizes"] = [16, -4]
+    assert "synthetic.dataset_sizes[1]" in _error(cfg)
+
+
+def test_negative_architecture_size_is_named(cfg):
+    cfg["architectures"][1]["d_model"] = -16
+    assert "architectures[1].d_model" in _error(cfg)
+
+
+def test_duplicate_architecture_and_head_dim(cfg):
+    dup = copy.deepcopy(cfg)
+    dup["architectures"].append(dict(dup["architectures"][0]))
+    assert "more than once" in _error(dup)
+    cfg["architectures"].append({"n_layer": 1, "d_model": 24})
+    assert "head_dim" in _error(cfg)
+
+
+def test_architecture_override_reaches_only_its_cells(cfg):
+    cfg["architectures"][0]["train"] = {"lr": 0.1}
+    cfg = validate_config(cfg)
+    assert train_spec(cfg, "L1-d8", "fp32", 16)["lr"] == 0.1
+    assert train_spec(cfg, "L1-d16", "fp32", 16)["lr"] == cfg["train"]["lr"]

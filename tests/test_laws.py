@@ -1,0 +1,58 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from memcap.aggregate import run_id
+from memcap.laws import bootstrap_capacity, capacity_table, fit_capacity_laws, slope_through_origin
+
+
+def _frames(mem_fn, archs=(("L1-d8", 1000), ("L1-d16", 3000), ("L2-d16", 5000)),
+            sizes=(16, 64, 256, 1024), seeds=(0, 1, 2), saturated=True):
+    runs, mem = [], []
+    for arch, params in archs:
+        for n in sizes:
+            for s in seeds:
+                rid = run_id("synthetic", 64, 32, arch, "fp32", n, s)
+                runs.append({"run_id": rid, "kind": "synthetic", "arch": arch, "n_layer": 1,
+                             "d_model": 8, "params": params, "precision": "fp32", "n": n,
+                             "seed": s, "saturated": saturated})
+                dataset = n * 186.0
+                m = mem_fn(params, dataset, s)
+                mem.append({"run_id": rid, "mem_bits": m, "dataset_bits": dataset,
+                            "memorizable_fraction": m / dataset})
+    return pl.DataFrame(runs), pl.DataFrame(mem)
+
+
+def test_capacity_is_the_plateau_and_alpha_is_recovered():
+    # each model stores min(3·P, dataset) bits, ± a seed offset that averages out
+    runs, mem = _frames(lambda p, d, s: min(3.0 * p, d) * (1 + 0.01 * (s - 1)))
+    cap = capacity_table(runs, mem)
+    assert cap["capacity_bits"].to_list() == pytest.approx([3000, 9000, 15000])
+    assert cap["saturated"].all() and not cap["lower_bound"].any()
+    laws = fit_capacity_laws(runs, mem, cap, n_boot=300)
+    alpha = laws.filter(pl.col("parameter") == "alpha").row(0, named=True)
+    assert alpha["value"] == pytest.approx(3.0)
+    assert alpha["ci_low"] <= 3.0 <= alpha["ci_high"]
+    assert 2.9 < alpha["ci_low"] and alpha["ci_high"] < 3.1
+
+
+def test_capacity_at_the_largest_n_is_a_lower_bound():
+    runs, mem = _frames(lambda p, d, s: min(100.0 * p, d))  # never saturates in the grid
+    cap = capacity_table(runs, mem)
+    assert (cap["n_at_max"] == 1024).all() and cap["lower_bound"].all()
+    laws = fit_capacity_laws(runs, mem, cap, n_boot=50)
+    assert laws["lower_bound"].all()
+
+
+def test_unsaturated_training_makes_a_lower_bound():
+    runs, mem = _frames(lambda p, d, s: min(3.0 * p, d), saturated=False)
+    assert capacity_table(runs, mem)["lower_bound"].all()
+
+
+def test_slope_through_origin_and_bootstrap_shapes():
+    x = np.array([1.0, 2.0, 4.0])
+    assert slope_through_origin(x, 2.5 * x) == pytest.approx(2.5)
+    mem = np.arange(24, dtype=float).reshape(2, 3, 4)  # (archs, sizes, seeds)
+    boot = bootstrap_capacity(mem, 20, np.random.default_rng(0))
+    assert boot.shape == (20, 2)
+    assert (boot >= mem.min(-1).max(-1)).all() and (boot <= mem.max(-1).max(-1)).all()

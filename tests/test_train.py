@@ -1,0 +1,136 @@
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, small_spec, write_data
+from memcap.io import read_json
+from memcap.score import score_cell
+from memcap.train import EpochSampler, NonFiniteLossError, lr_at, saturation, train_cell
+
+
+def _train_and_score(tmp_path, spec, seeds, quiet):
+    train, held = write_data(tmp_path, spec, seeds)
+    dirs = [tmp_path / f"run-{s}" for s in seeds]
+    records = train_cell(spec, seeds, train, dirs, tmp_path / "ckpt.pt", device="cpu",
+                         echo=quiet)
+    scores = score_cell(spec, seeds, [d / "model.safetensors" for d in dirs], train, held,
+                        dirs, [f"run{s}" for s in seeds], device="cpu")
+    return records, scores, dirs
+
+
+def test_data_limited_run_memorizes_nearly_everything(tmp_path, quiet):
+    # 8 sequences × 15 × 4 bits = 480 bits, far below a 5,000-parameter model's capacity
+    spec = small_spec(n=8, steps=300)
+    records, scores, dirs = _train_and_score(tmp_path, spec, [0, 1], quiet)
+    for rec, sc in zip(records, scores, strict=True):
+        assert sc["dataset_bits"] == pytest.approx(spec.memorizable_bits)
+        assert sc["mem_bits"] >= 0.9 * sc["dataset_bits"]
+        assert rec["saturated"]
+        # memorized, not learned: held-out sequences still cost about log2 V per token
+        assert sc["heldout_loss"] > 0.9 * math.log(16)
+    frame = pl.read_parquet(dirs[0] / "scores.parquet")
+    assert frame.filter(pl.col("member")).height == 8
+    assert frame.filter(~pl.col("member")).height == 64
+    expected = (frame["ref_nll_bits"] - frame["nll_bits"]).clip(lower_bound=0)
+    assert (frame["mem_bits"] - expected).abs().max() < 1e-9
+
+
+def test_untrained_model_memorizes_almost_nothing(tmp_path, quiet):
+    spec = small_spec(n=64, steps=0)
+    records, scores, _ = _train_and_score(tmp_path, spec, [0], quiet)
+    assert scores[0]["mem_bits"] < 0.01 * scores[0]["dataset_bits"]
+    assert not records[0]["saturated"]
+
+
+def test_packed_training_equals_separate_runs(tmp_path, quiet):
+    spec = small_spec(n=32, steps=40)
+    train, _ = write_data(tmp_path, spec, [5, 6])
+    train_cell(spec, [5, 6], train, [tmp_path / "p5", tmp_path / "p6"], tmp_path / "c1.pt",
+               device="cpu", echo=quiet)
+    train_cell(spec, [6], train[1:], [tmp_path / "s6"], tmp_path / "c2.pt", device="cpu",
+               echo=quiet)
+    packed, single = load_file(tmp_path / "p6/model.safetensors"), load_file(
+        tmp_path / "s6/model.safetensors")
+    for key in packed:
+        assert torch.allclose(packed[key], single[key], atol=2e-5, rtol=1e-4), key
+
+
+def test_non_finite_loss_fails_clearly_and_writes_nothing(tmp_path, quiet):
+    spec = small_spec(n=16, steps=20, lr=1e30, warmup_frac=0.0)
+    train, _ = write_data(tmp_path, spec, [0])
+    with pytest.raises(NonFiniteLossError, match="non-finite at step"):
+        train_cell(spec, [0], train, [tmp_path / "out"], tmp_path / "ck.pt", device="cpu",
+                   echo=quiet)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "ck.pt").exists()
+
+
+def test_killed_job_resumes_from_its_checkpoint(tmp_path, quiet):
+    spec = small_spec(n=64, steps=3000, eval_every=100)
+    train, _ = write_data(tmp_path, spec, [0])
+    import dataclasses
+    import json
+    cmd = [sys.executable, "-m", "memcap", "train", "--spec",
+           json.dumps(dataclasses.asdict(spec)), "--seeds", "0", "--data", str(train[0]),
+           "--run-dirs", str(tmp_path / "run"), "--checkpoint", str(tmp_path / "ck.pt"),
+           "--device", "cpu", "--checkpoint-every", "200", "--log-every", "200"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not (tmp_path / "ck.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "ck.pt").exists() and not (tmp_path / "run/run.json").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    resumed = [line for line in done.stdout.splitlines() if "resumed from checkpoint" in line]
+    assert resumed, done.stdout
+    step = int(resumed[0].split("at step ")[1].split("/")[0])
+    assert 0 < step < spec.steps
+    progress = re.findall(r"(?m)^\s*step (\d+)/", done.stdout)
+    assert int(progress[0]) > step  # it did not start again from the beginning
+    # and it ends where an uninterrupted run ends: the batch at step t depends on t alone
+    train_cell(spec, [0], train, [tmp_path / "ref"], tmp_path / "ck2.pt", device="cpu",
+               echo=quiet)
+    a = load_file(tmp_path / "run/model.safetensors")
+    b = load_file(tmp_path / "ref/model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert read_json(tmp_path / "run/run.json")["steps"] == spec.steps
+    assert not (tmp_path / "ck.pt").exists()
+
+
+def test_epoch_sampler_visits_every_sample_once_per_epoch():
+    s = EpochSampler([0, 1], n=10, batch=4)
+    seen = torch.cat([s.indices(t) for t in range(5)], dim=1)  # 20 positions = 2 epochs
+    for m in range(2):
+        assert sorted(seen[m, :10].tolist()) == list(range(10))
+        assert sorted(seen[m, 10:].tolist()) == list(range(10))
+    assert not torch.equal(seen[0], seen[1])
+
+
+def test_lr_schedule_warms_up_and_decays():
+    spec = small_spec(steps=1000, lr=0.01, warmup_frac=0.1, min_lr_frac=0.1)
+    assert lr_at(spec, 0) == pytest.approx(0.01 / 100)
+    assert lr_at(spec, 99) == pytest.approx(0.01)
+    assert lr_at(spec, 999) == pytest.approx(0.001, rel=1e-3)
+    assert lr_at(small_spec(schedule="constant", warmup_frac=0), 500) == 0.03
+
+
+def test_saturation_rule():
+    steps = 1000
+    flat = pl.DataFrame({"step": [0, 800, 900, 1000], "mem_bits": [0.0, 990.0, 999.0, 1000.0]})
+    assert saturation(flat, steps, 0.1, 0.01) == (True, pytest.approx(0.001))
+    rising = pl.DataFrame({"step": [0, 900, 1000], "mem_bits": [0.0, 900.0, 1000.0]})
+    sat, growth = saturation(rising, steps, 0.1, 0.01)
+    assert not sat and growth == pytest.approx(0.1)
