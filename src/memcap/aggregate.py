@@ -56,7 +56,8 @@ def with_capacity_ratio(memorization: pl.DataFrame, runs: pl.DataFrame,
     return (memorization.drop("capacity_ratio")
             .join(runs.select("run_id", "kind", "precision", "params"), on="run_id")
             .join(alpha, on=["kind", "precision"], how="left")
-            .with_columns(capacity_ratio=pl.col("dataset_bits") / (pl.col("alpha") * pl.col("params")))
+            .with_columns(capacity_ratio=pl.col("dataset_bits")
+                          / (pl.col("alpha") * pl.col("params")))
             .drop("kind", "precision", "params", "alpha"))
 
 

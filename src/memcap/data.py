@@ -94,5 +94,6 @@ def read_tokens(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     df = pl.read_parquet(path)
     missing = {"sample_id", "tokens"} - set(df.columns)
     if missing:
-        raise ValueError(f"{path}: expected columns sample_id and tokens, missing {sorted(missing)}")
+        raise ValueError(f"{path}: expected columns sample_id and tokens, "
+                         f"missing {sorted(missing)}")
     return df["sample_id"].to_numpy(), df["tokens"].to_numpy().astype(np.int64)

@@ -115,8 +115,8 @@ def bits_per_param(con: duckdb.DuckDBPyConnection) -> alt.Chart:
     return alt.layer(bars, errs, rule).properties(
         width=WIDTH, height=HEIGHT,
         title=alt.TitleParams("Bits per parameter at capacity",
-                              subtitle=f"error bars: seed min–max; pale bars: lower bounds; grey: the "
-                                       f"paper's α = {PAPER_ALPHA_BF16}"))
+                              subtitle="error bars: seed min–max; pale bars: lower bounds; "
+                                       f"grey: the paper's α = {PAPER_ALPHA_BF16}"))
 
 
 FIGURES = {

@@ -30,7 +30,8 @@ def capacity_table(runs: pl.DataFrame, memorization: pl.DataFrame) -> pl.DataFra
                   frac=pl.col("memorizable_fraction").mean()))
     keys = ["kind", "arch", "precision"]
     n_max = per_n.group_by(keys).agg(n_max=pl.col("n").max(), n_sizes=pl.len())
-    best = (per_n.sort("mean_mem", descending=True).group_by(keys, maintain_order=True).first()
+    best = (per_n.sort(["mean_mem", "n"], descending=[True, False])  # ties: smallest N
+            .group_by(keys, maintain_order=True).first()
             .join(n_max, on=keys))
     return (best.select(
         *keys, "n_layer", "d_model", "params",

@@ -47,7 +47,8 @@ def scores_frame(run: str, sample_ids: np.ndarray, member: bool, nll_bits: np.nd
 
 def score_cell(spec: TrainSpec, seeds: list[int], model_paths: list[Path],
                train_paths: list[Path], heldout_paths: list[Path], out_dirs: list[Path],
-               run_ids: list[str], device: str = "auto", threads: int = 1, batch_size: int = 512) -> list[dict]:
+               run_ids: list[str], device: str = "auto", threads: int = 1,
+               batch_size: int = 512) -> list[dict]:
     """Score each seed's model on its training set and its held-out set."""
     torch_device = dev.resolve_device(device)
     dtype = dev.configure(torch_device, spec.precision, threads)
@@ -69,7 +70,8 @@ def score_cell(spec: TrainSpec, seeds: list[int], model_paths: list[Path],
     for m, seed in enumerate(seeds):
         frame = pl.concat([
             scores_frame(run_ids[m], train_ids[m], True, train_bits[m], np.full(spec.n, ref)),
-            scores_frame(run_ids[m], held_ids[m], False, held_bits[m], np.full(len(held_ids[m]), ref)),
+            scores_frame(run_ids[m], held_ids[m], False, held_bits[m],
+                         np.full(len(held_ids[m]), ref)),
         ])
         members = frame.filter(pl.col("member"))
         record = {

@@ -269,7 +269,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
 
     log_df = pl.DataFrame(rows, schema_overrides={"step": pl.Int64, "seed": pl.Int64})
     records = []
-    for m, (seed, out) in enumerate(zip(seeds, out_dirs, strict=True)):
+    for seed in seeds:
         seed_log = log_df.filter(pl.col("seed") == seed)
         sat, growth = saturation(seed_log, spec.steps, spec.saturation_window,
                                  spec.saturation_growth)

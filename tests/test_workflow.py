@@ -1,0 +1,177 @@
+"""End to end: the smoke config through the real Snakemake DAG, then what reruns after edits."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+
+import duckdb
+import pytest
+import yaml
+from conftest import REPO
+
+pytestmark = pytest.mark.e2e
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+
+def snakemake(workdir, *args, configfile=None):
+    cmd = [*SNAKEMAKE, "--directory", str(workdir),
+           "--configfile", str(configfile or REPO / "configs/smoke.yaml"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def plan(workdir, configfile=None) -> dict[str, int]:
+    """Jobs a dry run would execute, by rule (empty when nothing is to be done)."""
+    out = snakemake(workdir, "-n", configfile=configfile)
+    assert out.returncode == 0, out.stdout + out.stderr
+    if "Nothing to be done" in out.stdout + out.stderr:
+        return {}
+    block = out.stdout.split("Job stats:")[1].split("\n\n")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"(?m)^(\w+)\s+(\d+)$", block)
+            if m[1] != "total"}
+
+
+def edited(workdir, name, edit):
+    cfg = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    edit(cfg)
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    out = snakemake(workdir, "--cores", "2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return workdir
+
+
+@pytest.fixture
+def db(smoke, monkeypatch):
+    monkeypatch.chdir(smoke)  # the samples view names its Parquet files relative to here
+    con = duckdb.connect(str(smoke / "results/memcap.duckdb"), read_only=True)
+    yield con
+    con.close()
+
+
+def test_database_follows_the_contract(db):
+    columns = {name: {r[0] for r in db.sql(f"DESCRIBE {name}").fetchall()}
+               for name in ("runs", "samples", "memorization", "capacity", "laws")}
+    assert {"run_id", "kind", "vocab_size", "seq_len", "n", "seed", "n_layer", "d_model",
+            "params", "precision", "steps", "saturated", "final_train_loss", "heldout_loss",
+            "device", "train_seconds"} <= columns["runs"]
+    assert {"run_id", "sample_id", "member", "nll_bits", "ref_nll_bits",
+            "mem_bits"} <= columns["samples"]
+    assert {"run_id", "mem_bits", "mem_bits_unclamped", "dataset_bits",
+            "capacity_ratio"} <= columns["memorization"]
+    assert {"params", "capacity_bits", "n_at_max", "bits_per_param",
+            "saturated"} <= columns["capacity"]
+    assert {"law", "precision", "parameter", "value", "ci_low", "ci_high"} <= columns["laws"]
+    # 2 architectures × 3 sizes × 2 seeds; every run scored on N members + 64 held-out
+    assert db.sql("SELECT count(*) FROM runs").fetchall()[0][0] == 12
+    bad = db.sql("""SELECT count(*) FROM runs r JOIN (SELECT run_id, count(*) FILTER (member) AS
+                    m, count(*) FILTER (NOT member) AS h FROM samples GROUP BY run_id) s
+                    USING (run_id) WHERE s.m <> r.n OR s.h <> 64""").fetchall()[0][0]
+    assert bad == 0
+
+
+def test_memorization_totals_equal_the_per_sample_sums(db):
+    worst = db.sql("""SELECT max(abs(m.mem_bits - s.total)) FROM memorization m JOIN
+                      (SELECT run_id, sum(mem_bits) AS total FROM samples WHERE member
+                       GROUP BY run_id) s USING (run_id)""").fetchall()[0][0]
+    assert worst < 1e-6
+
+
+def test_mem_bits_is_the_clamped_difference_on_every_row(db):
+    rows, bad = db.sql("""SELECT count(*), count(*) FILTER (WHERE abs(mem_bits -
+                          greatest(0, ref_nll_bits - nll_bits)) > 1e-9 OR mem_bits < 0)
+                          FROM samples""").fetchall()[0]
+    assert rows > 0 and bad == 0
+
+
+def test_science_of_the_smoke_run(db):
+    # N = 8 is far below both models' capacity: nearly all memorizable bits are memorized
+    fracs = db.sql("""SELECT min(mem_bits / dataset_bits) FROM memorization JOIN runs
+                      USING (run_id) WHERE n = 8""").fetchall()[0][0]
+    assert fracs >= 0.9
+    # capacity grows with parameters, and α is positive with an ordered CI
+    caps = db.sql("SELECT capacity_bits FROM capacity ORDER BY params").fetchall()
+    assert caps[0][0] < caps[1][0]
+    value, lo, hi = db.sql("""SELECT value, ci_low, ci_high FROM laws
+                              WHERE parameter = 'alpha'""").fetchall()[0]
+    assert 0 < lo <= value <= hi
+    # memorized bits never exceed the storage a float32 parameter could hold
+    assert db.sql("SELECT max(bits_per_param) FROM capacity").fetchall()[0][0] < 32
+    ratio = db.sql("SELECT min(capacity_ratio) FROM memorization").fetchall()[0][0]
+    assert ratio is not None and math.isfinite(ratio)
+
+
+def test_figures_and_report(smoke):
+    figs = smoke / "results/figures"
+    for name in ("memorization_vs_n", "capacity_vs_params", "bits_per_param"):
+        html = (figs / f"{name}.html").read_text()
+        assert "vega" in html and not re.search(r"<script[^>]+src=['\"]https?:", html)
+        assert (figs / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (smoke / "results/report.html").read_text()
+    assert "Bits per parameter" in report and "lower bound" in report
+    assert report.count("data:image/png;base64,") == 3
+
+
+def test_nothing_changed_schedules_nothing(smoke):
+    assert plan(smoke) == {}
+
+
+def test_execution_settings_rerun_nothing(smoke):
+    def edit(cfg):
+        cfg["runtime"] = {"log_every": 7, "checkpoint_every": 11, "score_batch_size": 3}
+        cfg["device"] = "cpu"
+    assert plan(smoke, edited(smoke, "runtime", edit)) == {}
+
+
+AGGREGATES = {"collect": 1, "laws": 1, "database": 1, "figures": 1, "report": 1, "all": 1}
+
+
+def test_adding_a_dataset_size_schedules_only_its_jobs(smoke):
+    def edit(cfg):
+        cfg["synthetic"]["dataset_sizes"] = [8, 32, 64, 128]
+    jobs = plan(smoke, edited(smoke, "size", edit))
+    assert jobs == {"synthetic_data": 2, "train": 2, "score": 2, **AGGREGATES}
+
+
+def test_adding_an_architecture_schedules_only_its_jobs(smoke):
+    def edit(cfg):
+        cfg["architectures"].append({"n_layer": 2, "d_model": 8})
+    assert plan(smoke, edited(smoke, "arch", edit)) == {"train": 3, "score": 3, **AGGREGATES}
+
+
+def test_a_hyperparameter_reruns_only_the_cells_it_affects(smoke):
+    def one_arch(cfg):
+        cfg["architectures"][0]["train"] = {"lr": 0.02}
+    assert plan(smoke, edited(smoke, "lr1", one_arch)) == {"train": 3, "score": 3, **AGGREGATES}
+
+    def everywhere(cfg):
+        cfg["train"]["beta2"] = 0.95
+    assert plan(smoke, edited(smoke, "beta2", everywhere)) == {"train": 6, "score": 6,
+                                                               **AGGREGATES}
+
+
+def test_bad_config_stops_before_any_job_and_keeps_results(smoke):
+    db_file = smoke / "results/memcap.duckdb"
+    before = db_file.stat().st_mtime_ns
+
+    def edit(cfg):
+        cfg["train"]["lr"] = -0.1
+    out = snakemake(smoke, "--cores", "2", configfile=edited(smoke, "bad", edit))
+    assert out.returncode != 0
+    assert "train.lr" in out.stdout + out.stderr
+    assert db_file.stat().st_mtime_ns == before
+
+    def unknown(cfg):
+        cfg["synthetic"]["seqlen"] = 5
+    out = snakemake(smoke, "-n", configfile=edited(smoke, "bad2", unknown))
+    assert out.returncode != 0 and "seqlen" in out.stdout + out.stderr
