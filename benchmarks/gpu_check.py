@@ -1,0 +1,94 @@
+"""CUDA check of the trainer and scorer: both precisions, packed seeds, numbers to JSON.
+
+    python benchmarks/gpu_check.py OUT_DIR [--steps 3000]
+
+Runs (1) a data-limited cell that must memorize ≥ 90 % of its bits in bf16 and fp32, and
+(2) the paper's linearity-check shape (2 layers, d 128, V 2048, S 64, N 4096, 2 packed seeds)
+for a fixed number of steps, reporting tokens/s, bits memorized and bits per parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from memcap.data import write_synthetic  # noqa: E402
+from memcap.score import score_cell  # noqa: E402
+from memcap.train import TrainSpec, train_cell  # noqa: E402
+
+
+def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
+             heldout: int = 256) -> dict:
+    train, held = [], []
+    for s in seeds:
+        t = root / f"t{s}-{spec.n}-{spec.seq_len}.parquet"
+        h = root / f"h{s}-{spec.seq_len}.parquet"
+        write_synthetic(t, seed=s, split="train", n=spec.n, seq_len=spec.seq_len,
+                        vocab_size=spec.vocab_size)
+        write_synthetic(h, seed=s, split="heldout", n=heldout, seq_len=spec.seq_len,
+                        vocab_size=spec.vocab_size)
+        train.append(t)
+        held.append(h)
+    tag = f"{spec.n_layer}-{spec.d_model}-{spec.precision}-{spec.n}"
+    dirs = [root / f"run-{tag}-s{s}" for s in seeds]
+    t0 = time.perf_counter()
+    recs = train_cell(spec, seeds, train, dirs, root / f"ck-{tag}.pt", device=device,
+                      log_every=max(1, spec.steps // 5), echo=lambda s: print(s, flush=True))
+    wall = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    scores = score_cell(spec, seeds, [d / "model.safetensors" for d in dirs], train, held, dirs,
+                        [f"s{s}" for s in seeds], device=device, batch_size=2048)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    score_s = time.perf_counter() - t1
+    tokens = spec.steps * spec.batch * spec.seq_len * len(seeds)
+    return {
+        "spec": {k: getattr(spec, k) for k in ("vocab_size", "seq_len", "n_layer", "d_model",
+                                               "precision", "n", "steps", "batch_size", "lr")},
+        "params": spec.params, "seeds": seeds, "compute_dtype": recs[0]["compute_dtype"],
+        "device": recs[0]["device"], "train_wall_s": wall,
+        "train_tokens_per_s": tokens / recs[0]["train_seconds"],
+        "score_sequences_per_s": len(seeds) * (spec.n + heldout) / score_s,
+        "mem_bits": [s["mem_bits"] for s in scores],
+        "memorized_fraction": [s["mem_bits"] / s["dataset_bits"] for s in scores],
+        "bits_per_param": [s["mem_bits"] / spec.params for s in scores],
+        "saturated": [r["saturated"] for r in recs],
+        "heldout_loss": [s["heldout_loss"] for s in scores],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("out", type=Path)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--device", default="cuda", help="cpu only to try the script itself")
+    args = p.parse_args()
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "none"
+    result = {"gpu": gpu, "torch": torch.__version__, "cells": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for precision in ("bf16", "fp32"):
+            small = TrainSpec(vocab_size=16, seq_len=16, n_layer=1, d_model=16,
+                              precision=precision, n=8, steps=300, batch_size=32, lr=0.03,
+                              eval_every=50)
+            cell = run_cell(root, small, [0, 1], args.device)
+            result["cells"].append({"check": "data-limited", **cell})
+            big = TrainSpec(vocab_size=2048, seq_len=64, n_layer=2, d_model=128,
+                            precision=precision, n=4096, steps=args.steps, batch_size=256,
+                            lr=0.003, eval_every=max(1, args.steps // 20), eval_samples=1024)
+            cell = run_cell(root, big, [0, 1], args.device)
+            result["cells"].append({"check": "L2-d128 N4096", **cell})
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
