@@ -56,3 +56,14 @@ def test_slope_through_origin_and_bootstrap_shapes():
     boot = bootstrap_capacity(mem, 20, np.random.default_rng(0))
     assert boot.shape == (20, 2)
     assert (boot >= mem.min(-1).max(-1)).all() and (boot <= mem.max(-1).max(-1)).all()
+
+
+def test_cpu_runs_make_alpha_a_labelled_lower_bound():
+    runs, mem = _frames(lambda p, d, s: min(3.0 * p, d) * (1 + 0.01 * (s - 1)))
+    cap = capacity_table(runs, mem)
+    on_cpu = runs.with_columns(device=pl.lit("cpu"))
+    laws = fit_capacity_laws(on_cpu, mem, cap, n_boot=50)
+    assert laws["lower_bound"].all()
+    assert all("CPU" in r for r in laws["lower_bound_reason"])
+    on_gpu = runs.with_columns(device=pl.lit("cuda"))
+    assert not fit_capacity_laws(on_gpu, mem, cap, n_boot=50)["lower_bound"].any()

@@ -105,6 +105,9 @@ def test_science_of_the_smoke_run(db):
     value, lo, hi = db.sql("""SELECT value, ci_low, ci_high FROM laws
                               WHERE parameter = 'alpha'""").fetchall()[0]
     assert 0 < lo <= value <= hi
+    # a CPU-budget α is labelled a lower bound, never passed off as the paper's number
+    bound, reason = db.sql("SELECT lower_bound, lower_bound_reason FROM laws").fetchall()[0]
+    assert bound and "CPU" in reason
     # memorized bits never exceed the storage a float32 parameter could hold
     assert db.sql("SELECT max(bits_per_param) FROM capacity").fetchall()[0][0] < 32
     ratio = db.sql("SELECT min(capacity_ratio) FROM memorization").fetchall()[0][0]

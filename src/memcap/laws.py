@@ -85,7 +85,10 @@ def bootstrap_capacity(mem: np.ndarray, n_boot: int, rng: np.random.Generator) -
 def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: pl.DataFrame,
                       n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pl.DataFrame:
     """Rows of the `laws` table for law 'capacity': alpha (slope through the origin) and
-    mean_bits_per_param (mean of per-architecture C/P), with seed-bootstrap CIs."""
+    mean_bits_per_param (mean of per-architecture C/P), with seed-bootstrap CIs.
+
+    lower_bound is set, with its reason, when a capacity behind the fit is a lower bound or
+    when any run behind it trained on a CPU (short runs: SCIENCE.md §4)."""
     rows = []
     lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
     for (kind, precision), cap in capacity.group_by("kind", "precision", maintain_order=True):
@@ -93,7 +96,13 @@ def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: 
         c_by_arch = dict(zip(cap["arch"], cap["capacity_bits"], strict=True))
         c = np.array([c_by_arch[a] for a in archs])
         boot = bootstrap_capacity(mem, n_boot, np.random.default_rng(seed))
-        lower_bound = bool(cap["lower_bound"].any())
+        fit_runs = runs.filter((pl.col("kind") == kind) & (pl.col("precision") == precision))
+        reasons = []
+        if cap["lower_bound"].any():
+            reasons.append("capacity not saturated for " + ", ".join(
+                cap.filter(pl.col("lower_bound"))["arch"].to_list()))
+        if "device" in fit_runs.columns and (fit_runs["device"] == "cpu").any():
+            reasons.append("CPU-sized training budget (SCIENCE.md §4)")
         estimates = {
             "alpha": (slope_through_origin(params, c), slope_through_origin(params, boot)),
             "mean_bits_per_param": ((c / params).mean(), (boot / params).mean(-1)),
@@ -104,9 +113,9 @@ def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: 
                          "ci_low": float(np.quantile(dist, lo_q)),
                          "ci_high": float(np.quantile(dist, hi_q)),
                          "n_archs": len(archs), "n_seeds": mem.shape[-1],
-                         "lower_bound": lower_bound})
+                         "lower_bound": bool(reasons), "lower_bound_reason": "; ".join(reasons)})
     schema = {"law": pl.String, "kind": pl.String, "precision": pl.String,
               "parameter": pl.String, "value": pl.Float64, "ci_low": pl.Float64,
               "ci_high": pl.Float64, "n_archs": pl.Int64, "n_seeds": pl.Int64,
-              "lower_bound": pl.Boolean}
+              "lower_bound": pl.Boolean, "lower_bound_reason": pl.String}
     return pl.DataFrame(rows, schema=schema)

@@ -43,6 +43,8 @@ def _table(df: pl.DataFrame, left: tuple[str, ...] = ()) -> str:
             text = _fmt(v)
             if c == "status":
                 cls += " ok" if v == "saturated" else " lb"
+            if c == "status" and v != "saturated":
+                text = f"<b>{text}</b>"
             cells.append(f"<td class='{cls}'>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
@@ -70,13 +72,15 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
 
     vocab, seq = runs["vocab_size"][0], runs["seq_len"][0]
     devices = ", ".join(sorted(set(runs["device"])))
+    cell_seconds = (runs.group_by("kind", "arch", "precision", "n")
+                    .agg(pl.col("train_seconds").first())["train_seconds"].sum())
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>memcap report</title>"
              f"<style>{CSS}</style></head><body><h1>memcap: how many bits does a model memorize?"
              f"</h1><p>{runs.height} trained models: {runs['arch'].n_unique()} architectures × "
              f"{runs['n'].n_unique()} dataset sizes × {runs['seed'].n_unique()} seeds × "
              f"{runs['precision'].n_unique()} precision(s); uniform random tokens, V = {vocab}, "
-             f"S = {seq}; trained on {devices} in {runs['train_seconds'].sum():,.0f} s in all "
-             f"(per cell, all seeds together).</p>"]
+             f"S = {seq}; trained on {devices} in {cell_seconds:,.0f} s of training jobs "
+             f"(each job trains all seeds of its cell together).</p>"]
 
     # α with CI, beside the paper
     rows = []
@@ -86,7 +90,8 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
         rows.append({"kind": r["kind"], "precision": r["precision"], "quantity": r["parameter"],
                      "memcap": r["value"], "CI low": r["ci_low"], "CI high": r["ci_high"],
                      "seeds": r["n_seeds"], "architectures": r["n_archs"],
-                     "status": "lower bound" if r["lower_bound"] else "saturated",
+                     "status": f"lower bound: {r['lower_bound_reason']}" if r["lower_bound"]
+                     else "saturated",
                      "paper": paper})
     parts.append("<h2>Bits per parameter</h2><p>α is the least-squares slope of capacity "
                  "against parameters through the origin; the CI is a percentile bootstrap over "
@@ -94,6 +99,9 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
                  "saturated plateau (SCIENCE.md §4: short CPU runs bound α from below; do not "
                  "read them as the paper's number).</p>")
     parts.append(_table(pl.DataFrame(rows), left=("kind", "precision", "quantity", "status")))
+    tokens = runs["tokens_per_model"].max()
+    parts.append(f"<p class='note'>Training budget: at most {tokens:,} tokens per model "
+                 f"(the paper: 10^6 steps × 2048 × 64 = 1.3e11).</p>")
     parts.append(f"<p class='note'>Paper (V 2048, S 64, 10^6 steps × 2048 sequences): α = "
                  f"{PAPER_ALPHA_BF16} (bf16); mean per-config ratio {PAPER_MEAN_BPP['bf16']} "
                  f"(bf16) / {PAPER_MEAN_BPP['fp32']} (fp32); range {PAPER_BPP_RANGE[0]}–"
@@ -108,7 +116,9 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
                  "seeds of the memorized bits; <i>saturated</i> needs every run at that N to "
                  "pass the training saturation rule (&lt; 1 % growth over the last 10 % of "
                  "steps) and a plateau: a larger N in the grid and less than 95 % of the "
-                 "memorizable bits memorized at the maximum.</p>")
+                 "memorizable bits memorized at the maximum. Any capacity remains a lower "
+                 "bound on what the architecture can store: the optimizer may not reach the "
+                 "optimum.</p>")
     parts.append(_table(capv.select(
         "kind", "precision", "arch", "params", "capacity_bits", "capacity_seed_std",
         "bits_per_param", "n_at_max", "n_max", "memorized_fraction_at_max", "status",
@@ -117,6 +127,13 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
     parts.append("<h2>Saturated runs</h2><p>Runs passing the saturation rule, per cell row "
                  "(all dataset sizes and seeds).</p>")
     parts.append(_table(sat, left=("arch", "precision")))
+    unsat = runs.filter(~pl.col("saturated")).sort("params", "n", "seed")
+    if unsat.height:
+        parts.append("<p>Runs that did not saturate (their memorization is a lower bound):</p>")
+        parts.append(_table(unsat.select("run_id", "n", "steps", "mem_growth_last_window"),
+                            left=("run_id",)))
+    else:
+        parts.append("<p>Every run passed the saturation rule.</p>")
 
     parts.append("<h2>Figures</h2>")
     fdir = Path(figures_dir)
