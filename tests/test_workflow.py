@@ -178,3 +178,11 @@ def test_bad_config_stops_before_any_job_and_keeps_results(smoke):
         cfg["synthetic"]["seqlen"] = 5
     out = snakemake(smoke, "-n", configfile=edited(smoke, "bad2", unknown))
     assert out.returncode != 0 and "seqlen" in out.stdout + out.stderr
+
+
+def test_the_papers_grid_plans(tmp_path):
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    jobs = plan(tmp_path, REPO / "configs/paper-synthetic.yaml")
+    # 16 architectures × 12 sizes × 2 precisions; data: 5 seeds × 12 sizes + 5 held-out sets
+    assert jobs["train"] == jobs["score"] == 384
+    assert jobs["synthetic_data"] == 65
