@@ -26,8 +26,10 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/score.smk"
+include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
 include: "rules/figures.smk"
+include: "rules/verify.smk"
 
 
 rule all:

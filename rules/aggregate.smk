@@ -1,14 +1,16 @@
-# Aggregation: run records -> runs/memorization tables -> capacity and the bits-per-parameter
-# law -> one DuckDB file (built under a temporary name, then renamed into place).
+# Aggregation: run records -> tables (runs, memorization, mia, extraction, top_samples) ->
+# capacity and the fitted laws -> one DuckDB file (built under a temporary name, then renamed).
+COLLECTED = ["runs", "memorization", "mia", "extraction", "top_samples"]
 
 
 rule collect:
     input:
         runs=lambda wc: [f"{d}/run.json" for d in all_run_dirs()],
         scores=lambda wc: [f"{d}/score.json" for d in all_run_dirs()],
+        evaluations=lambda wc: [f"{d}/evaluation.json" for d in all_run_dirs()],
+        top=lambda wc: [f"{d}/top_samples.parquet" for d in all_run_dirs()],
     output:
-        runs="results/tables/runs.parquet",
-        memorization="results/tables/memorization.parquet",
+        expand("results/tables/{name}.parquet", name=COLLECTED),
     params:
         dirs=lambda wc: all_run_dirs(),
     conda:
@@ -16,14 +18,14 @@ rule collect:
     log:
         "results/logs/collect.log",
     shell:
-        "python -m memcap collect --run-dirs {params.dirs} --runs-out {output.runs}"
-        " --memorization-out {output.memorization} > {log} 2>&1"
+        "python -m memcap collect --run-dirs {params.dirs} --out-dir results/tables > {log} 2>&1"
 
 
 rule laws:
     input:
-        runs=rules.collect.output.runs,
-        memorization=rules.collect.output.memorization,
+        runs="results/tables/runs.parquet",
+        memorization="results/tables/memorization.parquet",
+        mia="results/tables/mia.parquet",
     output:
         capacity="results/tables/capacity.parquet",
         laws="results/tables/laws.parquet",
@@ -37,16 +39,13 @@ rule laws:
         "results/logs/laws.log",
     shell:
         "python -m memcap laws --runs {input.runs} --memorization {input.memorization}"
-        " --capacity-out {output.capacity} --laws-out {output.laws}"
+        " --mia {input.mia} --capacity-out {output.capacity} --laws-out {output.laws}"
         " --bootstrap {params.bootstrap} --ci {params.ci} --seed {params.seed} > {log} 2>&1"
 
 
 rule database:
     input:
-        runs=rules.collect.output.runs,
-        memorization=rules.collect.output.memorization,
-        capacity=rules.laws.output.capacity,
-        laws=rules.laws.output.laws,
+        tables=expand("results/tables/{name}.parquet", name=COLLECTED + ["capacity", "laws"]),
         samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
     output:
         "results/memcap.duckdb",
@@ -55,6 +54,5 @@ rule database:
     log:
         "results/logs/database.log",
     shell:
-        "python -m memcap database --runs {input.runs} --memorization {input.memorization}"
-        " --capacity {input.capacity} --laws {input.laws} --samples {input.samples}"
+        "python -m memcap database --tables {input.tables} --samples {input.samples}"
         " --out {output} > {log} 2>&1"

@@ -11,6 +11,7 @@ ENV = "../envs/memcap.yaml"  # conda environment of every rule (--sdm conda)
 SEEDS = config["seeds"]
 SYN = config["synthetic"]
 RT = config["runtime"]
+EV = config["evaluate"]
 DATA = "results/data/kind=synthetic/vocab={vocab}/seq={seq}/seed={seed}/split={split}/n={n}/data.parquet"
 CELL = "kind=synthetic/vocab={vocab}/seq={seq}/arch={arch}/precision={precision}/n={n}"
 RUN = f"results/runs/{CELL}/seed={{seed}}"

@@ -1,5 +1,13 @@
 # Figures (Altair: standalone HTML + PNG) and the HTML report, both read from the database.
-FIGURES = ["memorization_vs_n", "capacity_vs_params", "bits_per_param"]
+FIGURES = [
+    "memorization_vs_n",
+    "capacity_vs_params",
+    "bits_per_param",
+    "mia_roc",
+    "mia_histograms",
+    "mia_law",
+    "extraction_vs_n",
+]
 
 
 rule figures:

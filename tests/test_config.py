@@ -2,8 +2,8 @@ import copy
 
 import pytest
 import yaml
-from conftest import REPO
 
+from conftest import REPO
 from memcap.config import ConfigError, load_config, train_spec, validate_config
 
 

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import polars as pl
 import pytest
@@ -64,6 +66,33 @@ def test_cpu_runs_make_alpha_a_labelled_lower_bound():
     on_cpu = runs.with_columns(device=pl.lit("cpu"))
     laws = fit_capacity_laws(on_cpu, mem, cap, n_boot=50)
     assert laws["lower_bound"].all()
-    assert all("CPU" in r for r in laws["lower_bound_reason"])
+    assert all("CPU" in r for r in laws["note"])
     on_gpu = runs.with_columns(device=pl.lit("cuda"))
     assert not fit_capacity_laws(on_gpu, mem, cap, n_boot=50)["lower_bound"].any()
+
+
+def test_mia_law_with_the_papers_constants_reproduces_its_table():
+    from memcap.laws import PAPER_MIA, invert_mia_f1, mia_f1
+
+    # the validation table's exact N/P (GPT-2 XL): 0.10967, 0.049352, 0.012115
+    exact = np.array([170_654_583, 76_795_021, 18_851_574]) / 1_556_075_200
+    assert mia_f1(exact, **PAPER_MIA) == pytest.approx([0.5505, 0.7516, 0.9514], abs=5e-5)
+    # the same ratios rounded to 0.1097 / 0.0494 / 0.0121 move F1 by at most 3e-4
+    rounded = mia_f1(np.array([0.1097, 0.0494, 0.0121]), **PAPER_MIA)
+    assert rounded == pytest.approx([0.5505, 0.7516, 0.9514], abs=5e-4)
+    assert mia_f1(np.array([1.0, 10.0, 1e3]), **PAPER_MIA) == pytest.approx(0.5, abs=1e-6)
+    assert np.all(np.diff(mia_f1(np.linspace(0, 1, 50), **PAPER_MIA)) <= 0)
+    for f1 in (0.55, 0.75, 0.95):
+        x = invert_mia_f1(f1, **PAPER_MIA)
+        assert mia_f1(np.array([x]), **PAPER_MIA)[0] == pytest.approx(f1)
+    assert math.isnan(invert_mia_f1(0.45, **PAPER_MIA))
+
+
+def test_mia_law_fit_recovers_known_constants():
+    from memcap.laws import fit_mia_curve, mia_f1
+
+    x = np.geomspace(1e-3, 0.3, 30)
+    y = mia_f1(x, 1.2, 50.0, 0.05) + np.random.default_rng(0).normal(0, 0.005, x.size)
+    c1, c2, c3 = fit_mia_curve(x, y)
+    assert c1 == pytest.approx(1.2, rel=0.1) and c2 == pytest.approx(50, rel=0.15)
+    assert c3 == pytest.approx(0.05, abs=0.01)

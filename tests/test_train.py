@@ -9,9 +9,9 @@ import time
 import polars as pl
 import pytest
 import torch
-from conftest import REPO, small_spec, write_data
 from safetensors.torch import load_file
 
+from conftest import REPO, small_spec, write_data
 from memcap.io import read_json
 from memcap.score import score_cell
 from memcap.train import EpochSampler, NonFiniteLossError, lr_at, saturation, train_cell

@@ -11,6 +11,7 @@ import sys
 import duckdb
 import pytest
 import yaml
+
 from conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +62,8 @@ def db(smoke, monkeypatch):
 
 def test_database_follows_the_contract(db):
     columns = {name: {r[0] for r in db.sql(f"DESCRIBE {name}").fetchall()}
-               for name in ("runs", "samples", "memorization", "capacity", "laws")}
+               for name in ("runs", "samples", "memorization", "capacity", "laws", "mia",
+                            "extraction", "top_samples")}
     assert {"run_id", "kind", "vocab_size", "seq_len", "n", "seed", "n_layer", "d_model",
             "params", "precision", "steps", "saturated", "final_train_loss", "heldout_loss",
             "device", "train_seconds"} <= columns["runs"]
@@ -72,6 +74,17 @@ def test_database_follows_the_contract(db):
     assert {"params", "capacity_bits", "n_at_max", "bits_per_param",
             "saturated"} <= columns["capacity"]
     assert {"law", "precision", "parameter", "value", "ci_low", "ci_high"} <= columns["laws"]
+    assert {"run_id", "attack", "auc", "f1_median", "f1_best", "tpr_at_1pct_fpr",
+            "tpr_at_0_1pct_fpr"} <= columns["mia"]
+    assert {"run_id", "prefix_len", "split", "rate"} <= columns["extraction"]
+    assert {"run_id", "rank", "sample_id", "mem_bits", "tfidf", "tokens"} <= columns["top_samples"]
+    assert "tfidf" in columns["samples"]
+    laws = db.sql("SELECT law, parameter FROM laws ORDER BY ALL").fetchall()
+    assert laws == [("capacity", "alpha"), ("capacity", "mean_bits_per_param"),
+                    ("mia_f1", "c1"), ("mia_f1", "c2"), ("mia_f1", "c3")]
+    # 12 runs × 2 attacks; 12 runs × prefixes {8, 15} × {train, heldout}
+    assert db.sql("SELECT count(*) FROM mia").fetchall()[0][0] == 24
+    assert db.sql("SELECT count(*) FROM extraction").fetchall()[0][0] == 48
     # 2 architectures × 3 sizes × 2 seeds; every run scored on N members + 64 held-out
     assert db.sql("SELECT count(*) FROM runs").fetchall()[0][0] == 12
     bad = db.sql("""SELECT count(*) FROM runs r JOIN (SELECT run_id, count(*) FILTER (member) AS
@@ -106,7 +119,8 @@ def test_science_of_the_smoke_run(db):
                               WHERE parameter = 'alpha'""").fetchall()[0]
     assert 0 < lo <= value <= hi
     # a CPU-budget α is labelled a lower bound, never passed off as the paper's number
-    bound, reason = db.sql("SELECT lower_bound, lower_bound_reason FROM laws").fetchall()[0]
+    bound, reason = db.sql("""SELECT lower_bound, note FROM laws
+                              WHERE law = 'capacity'""").fetchall()[0]
     assert bound and "CPU" in reason
     # memorized bits never exceed the storage a float32 parameter could hold
     assert db.sql("SELECT max(bits_per_param) FROM capacity").fetchall()[0][0] < 32
@@ -116,13 +130,17 @@ def test_science_of_the_smoke_run(db):
 
 def test_figures_and_report(smoke):
     figs = smoke / "results/figures"
-    for name in ("memorization_vs_n", "capacity_vs_params", "bits_per_param"):
+    for name in ("memorization_vs_n", "capacity_vs_params", "bits_per_param", "mia_roc",
+                 "mia_histograms", "mia_law", "extraction_vs_n"):
         html = (figs / f"{name}.html").read_text()
         assert "vega" in html and not re.search(r"<script[^>]+src=['\"]https?:", html)
         assert (figs / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (smoke / "results/report.html").read_text()
     assert "Bits per parameter" in report and "lower bound" in report
-    assert report.count("data:image/png;base64,") == 3
+    assert report.count("data:image/png;base64,") == 7
+    for section in ("Membership inference", "Membership-inference law", "validation table",
+                    "Extraction", "most memorized"):
+        assert section in report
 
 
 def test_nothing_changed_schedules_nothing(smoke):
@@ -143,24 +161,32 @@ def test_adding_a_dataset_size_schedules_only_its_jobs(smoke):
     def edit(cfg):
         cfg["synthetic"]["dataset_sizes"] = [8, 32, 64, 128]
     jobs = plan(smoke, edited(smoke, "size", edit))
-    assert jobs == {"synthetic_data": 2, "train": 2, "score": 2, **AGGREGATES}
+    assert jobs == {"synthetic_data": 2, "train": 2, "score": 2, "evaluate": 2, **AGGREGATES}
 
 
 def test_adding_an_architecture_schedules_only_its_jobs(smoke):
     def edit(cfg):
         cfg["architectures"].append({"n_layer": 2, "d_model": 8})
-    assert plan(smoke, edited(smoke, "arch", edit)) == {"train": 3, "score": 3, **AGGREGATES}
+    assert plan(smoke, edited(smoke, "arch", edit)) == {"train": 3, "score": 3, "evaluate": 3,
+                                                        **AGGREGATES}
 
 
 def test_a_hyperparameter_reruns_only_the_cells_it_affects(smoke):
     def one_arch(cfg):
         cfg["architectures"][0]["train"] = {"lr": 0.02}
-    assert plan(smoke, edited(smoke, "lr1", one_arch)) == {"train": 3, "score": 3, **AGGREGATES}
+    assert plan(smoke, edited(smoke, "lr1", one_arch)) == {"train": 3, "score": 3,
+                                                           "evaluate": 3, **AGGREGATES}
 
     def everywhere(cfg):
         cfg["train"]["beta2"] = 0.95
     assert plan(smoke, edited(smoke, "beta2", everywhere)) == {"train": 6, "score": 6,
-                                                               **AGGREGATES}
+                                                               "evaluate": 6, **AGGREGATES}
+
+
+def test_an_evaluation_setting_reruns_only_evaluation(smoke):
+    def edit(cfg):
+        cfg["evaluate"] = {"mia_samples": 16}
+    assert plan(smoke, edited(smoke, "mia", edit)) == {"evaluate": 6, **AGGREGATES}
 
 
 def test_bad_config_stops_before_any_job_and_keeps_results(smoke):
@@ -186,3 +212,17 @@ def test_the_papers_grid_plans(tmp_path):
     # 16 architectures × 12 sizes × 2 precisions; data: 5 seeds × 12 sizes + 5 held-out sets
     assert jobs["train"] == jobs["score"] == 384
     assert jobs["synthetic_data"] == 65
+
+
+def test_predict_then_verify(smoke):
+    out = snakemake(smoke, "--cores", "2", "verify")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    import polars as pl
+    table = pl.read_parquet(smoke / "results/verify/verify.parquet")
+    assert table["target_f1"].to_list() == [0.55, 0.75, 0.95]
+    planned = table.filter(pl.col("n").is_not_null())
+    assert planned.height >= 1 and (planned["seeds"] == 2).all()
+    assert planned["observed_f1"].is_between(0.0, 1.0).all()
+    assert (planned["predicted_f1"] - planned["target_f1"]).abs().max() < 0.05
+    assert "Predict, then verify" in (smoke / "results/verify/report.html").read_text()
+    assert plan(smoke) == {}  # the optional target leaves the default target up to date

@@ -26,14 +26,20 @@ def run_id(kind: str, vocab: int, seq: int, arch: str, precision: str, n: int, s
     return f"{kind}:V{vocab}:S{seq}:{arch}:{precision}:n{n}:s{seed}"
 
 
-def collect_tables(run_dirs: list[Path], kind: str = "synthetic"
-                   ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Read run.json and score.json of every run folder -> (runs, memorization)."""
-    runs, mem = [], []
+TABLES = ("runs", "memorization", "mia", "extraction", "top_samples")
+
+
+def collect_tables(run_dirs: list[Path], kind: str = "synthetic") -> dict[str, pl.DataFrame]:
+    """Read the records of every run folder -> runs, memorization, mia, extraction and
+    top_samples (the 20 most memorized training samples of every run)."""
+    runs, mem, mia, extraction, tops = [], [], [], [], []
     for d in map(Path, run_dirs):
         r, s = read_json(d / "run.json"), read_json(d / "score.json")
+        ev = read_json(d / "evaluation.json")
         arch = f"L{r['n_layer']}-d{r['d_model']}"
         rid = run_id(kind, r["vocab_size"], r["seq_len"], arch, r["precision"], r["n"], r["seed"])
+        if ev["run_id"] != rid:
+            raise ValueError(f"{d}/evaluation.json belongs to run {ev['run_id']}, not {rid}")
         runs.append({**{k: r.get(k) for k in RUNS_COLUMNS}, "run_id": rid, "kind": kind,
                      "arch": arch, "train_loss": s["train_loss"],
                      "heldout_loss": s["heldout_loss"]})
@@ -42,9 +48,14 @@ def collect_tables(run_dirs: list[Path], kind: str = "synthetic"
                     "dataset_bits": s["dataset_bits"],
                     "memorizable_fraction": s["mem_bits"] / s["dataset_bits"],
                     "bits_per_param": s["mem_bits"] / r["params"],
+                    "tfidf_mem_spearman": ev["tfidf_mem_spearman"],
                     "capacity_ratio": None})
+        mia += ev["mia"]
+        extraction += ev["extraction"]
+        tops.append(pl.read_parquet(d / "top_samples.parquet"))
     runs_df = pl.DataFrame(runs).select(RUNS_COLUMNS).sort("kind", "arch", "precision", "n", "seed")
-    return runs_df, pl.DataFrame(mem)
+    return {"runs": runs_df, "memorization": pl.DataFrame(mem), "mia": pl.DataFrame(mia),
+            "extraction": pl.DataFrame(extraction), "top_samples": pl.concat(tops)}
 
 
 def with_capacity_ratio(memorization: pl.DataFrame, runs: pl.DataFrame,

@@ -57,24 +57,43 @@ def cmd_score(a: argparse.Namespace) -> None:
               f"held-out loss {r['heldout_loss']:.4f} nats/token")
 
 
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from memcap.evaluate import evaluate_cell
+
+    records = evaluate_cell(_spec(a.spec), _ints(a.seeds), a.models, a.train_data,
+                            a.heldout_data, a.scores, a.run_dirs, a.run_ids,
+                            prefix_lens=_ints(a.prefixes), mia_samples=a.mia_samples,
+                            extraction_samples=a.extraction_samples, device=a.device,
+                            threads=a.threads)
+    for r in records:
+        loss = next(m for m in r["mia"] if m["attack"] == "loss")
+        print(f"{r['run_id']}: loss attack AUC {loss['auc']:.3f}, F1 {loss['f1_median']:.3f}; "
+              + ", ".join(f"{e['split']} k={e['prefix_len']}: {e['rate']:.3f}"
+                          for e in r["extraction"]))
+
+
 def cmd_collect(a: argparse.Namespace) -> None:
     from memcap.aggregate import collect_tables
     from memcap.io import atomic_path
 
-    runs, mem = collect_tables(a.run_dirs)
-    for frame, out in ((runs, a.runs_out), (mem, a.memorization_out)):
-        with atomic_path(out) as tmp:
+    tables = collect_tables(a.run_dirs)
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        with atomic_path(a.out_dir / f"{name}.parquet") as tmp:
             frame.write_parquet(tmp)
-    print(f"collected {runs.height} runs")
+    print(f"collected {tables['runs'].height} runs into {a.out_dir}")
 
 
 def cmd_laws(a: argparse.Namespace) -> None:
     from memcap.io import atomic_path
-    from memcap.laws import capacity_table, fit_capacity_laws
+    from memcap.laws import capacity_table, fit_capacity_laws, fit_mia_law
 
     runs, mem = pl.read_parquet(a.runs), pl.read_parquet(a.memorization)
     cap = capacity_table(runs, mem)
-    laws = fit_capacity_laws(runs, mem, cap, n_boot=a.bootstrap, ci=a.ci, seed=a.seed)
+    laws = pl.concat([
+        fit_capacity_laws(runs, mem, cap, n_boot=a.bootstrap, ci=a.ci, seed=a.seed),
+        fit_mia_law(runs, pl.read_parquet(a.mia), n_boot=a.bootstrap, ci=a.ci, seed=a.seed),
+    ])
     for frame, out in ((cap, a.capacity_out), (laws, a.laws_out)):
         with atomic_path(out) as tmp:
             frame.write_parquet(tmp)
@@ -84,10 +103,13 @@ def cmd_laws(a: argparse.Namespace) -> None:
 def cmd_database(a: argparse.Namespace) -> None:
     from memcap.aggregate import build_database, with_capacity_ratio
 
-    runs, mem = pl.read_parquet(a.runs), pl.read_parquet(a.memorization)
-    laws = pl.read_parquet(a.laws)
-    tables = {"runs": runs, "memorization": with_capacity_ratio(mem, runs, laws),
-              "capacity": pl.read_parquet(a.capacity), "laws": laws}
+    frames = {p.stem: pl.read_parquet(p) for p in a.tables}
+    missing = {"runs", "memorization", "capacity", "laws"} - set(frames)
+    if missing:
+        raise ValueError(f"database: tables {sorted(missing)} were not given")
+    frames["memorization"] = with_capacity_ratio(frames["memorization"], frames["runs"],
+                                                 frames["laws"])
+    tables = frames
     build_database(a.out, tables, a.samples)
     print(f"wrote {a.out}: {', '.join(tables)} and view samples over {len(a.samples)} files")
 
@@ -104,6 +126,33 @@ def cmd_report(a: argparse.Namespace) -> None:
 
     write_report(a.db, a.figures_dir, a.out)
     print(f"wrote {a.out}")
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    import math
+
+    from memcap.predict import fitted_constants, format_prediction, predict
+
+    alpha, alpha_src, law, law_src = fitted_constants(None if a.paper else a.db, a.precision)
+    bits = a.bits_per_token
+    if bits is None and a.vocab_size is not None:
+        bits = math.log2(a.vocab_size)
+    result = predict(a.params, a.n, a.seq_len, bits, alpha, law)
+    print(format_prediction(a.params, a.n, a.seq_len, result, alpha, alpha_src, law, law_src))
+
+
+def cmd_verify_plan(a: argparse.Namespace) -> None:
+    from memcap.verify import write_plan
+
+    write_plan(a.out, laws=pl.read_parquet(a.laws), kind="synthetic", precision=a.precision,
+               params=a.params, seq_len=a.seq_len, targets=[float(t) for t in a.targets])
+    print(f"wrote {a.out}")
+
+
+def cmd_verify_summary(a: argparse.Namespace) -> None:
+    from memcap.verify import summarize
+
+    print(summarize(a.plan, a.evaluations, a.out_table, a.out_html))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,15 +193,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=512)
     s.set_defaults(func=cmd_score)
 
+    e = sub.add_parser("evaluate", help="membership inference, extraction, top samples")
+    runtime(e)
+    e.add_argument("--models", type=Path, nargs="+", required=True)
+    e.add_argument("--train-data", type=Path, nargs="+", required=True)
+    e.add_argument("--heldout-data", type=Path, nargs="+", required=True)
+    e.add_argument("--scores", type=Path, nargs="+", required=True)
+    e.add_argument("--run-ids", nargs="+", required=True)
+    e.add_argument("--prefixes", required=True, help="comma-separated prefix lengths")
+    e.add_argument("--mia-samples", type=int, default=2048)
+    e.add_argument("--extraction-samples", type=int, default=256)
+    e.set_defaults(func=cmd_evaluate)
+
     c = sub.add_parser("collect", help="runs and memorization tables from run folders")
     c.add_argument("--run-dirs", type=Path, nargs="+", required=True)
-    c.add_argument("--runs-out", type=Path, required=True)
-    c.add_argument("--memorization-out", type=Path, required=True)
+    c.add_argument("--out-dir", type=Path, required=True)
     c.set_defaults(func=cmd_collect)
 
     lw = sub.add_parser("laws", help="capacity per architecture and the bits/parameter law")
     lw.add_argument("--runs", type=Path, required=True)
     lw.add_argument("--memorization", type=Path, required=True)
+    lw.add_argument("--mia", type=Path, required=True)
     lw.add_argument("--capacity-out", type=Path, required=True)
     lw.add_argument("--laws-out", type=Path, required=True)
     lw.add_argument("--bootstrap", type=int, default=1000)
@@ -161,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     lw.set_defaults(func=cmd_laws)
 
     db = sub.add_parser("database", help="build results/memcap.duckdb atomically")
-    for name in ("runs", "memorization", "capacity", "laws"):
-        db.add_argument(f"--{name}", type=Path, required=True)
+    db.add_argument("--tables", type=Path, nargs="+", required=True,
+                    help="Parquet files; each becomes the table named by its file stem")
     db.add_argument("--samples", type=Path, nargs="+", required=True)
     db.add_argument("--out", type=Path, required=True)
     db.set_defaults(func=cmd_database)
@@ -177,6 +238,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--figures-dir", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
     r.set_defaults(func=cmd_report)
+    vp = sub.add_parser("verify-plan", help="dataset sizes where the fitted law predicts "
+                                            "target F1 values")
+    vp.add_argument("--laws", type=Path, required=True)
+    vp.add_argument("--precision", required=True)
+    vp.add_argument("--params", type=int, required=True)
+    vp.add_argument("--seq-len", type=int, required=True)
+    vp.add_argument("--targets", nargs="+", required=True)
+    vp.add_argument("--out", type=Path, required=True)
+    vp.set_defaults(func=cmd_verify_plan)
+
+    vs = sub.add_parser("verify-summary", help="predicted against observed F1")
+    vs.add_argument("--plan", type=Path, required=True)
+    vs.add_argument("--evaluations", type=Path, nargs="+", required=True)
+    vs.add_argument("--out-table", type=Path, required=True)
+    vs.add_argument("--out-html", type=Path, required=True)
+    vs.set_defaults(func=cmd_verify_summary)
+
+    pr = sub.add_parser("predict", help="capacity, data/capacity ratio and membership F1 "
+                                        "for P parameters trained on N sequences")
+    pr.add_argument("--params", type=int, required=True, help="parameter count P")
+    pr.add_argument("--n", type=int, required=True, help="training sequences N")
+    pr.add_argument("--seq-len", type=int, default=64, help="tokens per sequence (64)")
+    pr.add_argument("--bits-per-token", type=float, help="entropy per token of the data")
+    pr.add_argument("--vocab-size", type=int, help="uniform random tokens over V ids")
+    pr.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    pr.add_argument("--db", type=Path, default=Path("results/memcap.duckdb"))
+    pr.add_argument("--paper", action="store_true", help="use the paper's constants only")
+    pr.set_defaults(func=cmd_predict)
     return p
 
 

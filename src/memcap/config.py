@@ -89,6 +89,16 @@ def validate_config(config: dict) -> dict:
         if d > head_dim and d % head_dim:
             raise ConfigError(f"config key 'architectures[{i}].d_model': {d} is not a multiple "
                               f"of train.head_dim {head_dim}")
+    verify = cfg.setdefault("verify", {})
+    verify.setdefault("arch", arch_id(max(cfg["architectures"],
+                                          key=lambda a: (a["n_layer"], a["d_model"]))))
+    verify.setdefault("precision", cfg["precisions"][0])
+    if verify["arch"] not in ids:
+        raise ConfigError(f"config key 'verify.arch': {verify['arch']!r} is not one of the "
+                          f"architectures {ids}")
+    if verify["precision"] not in cfg["precisions"]:
+        raise ConfigError(f"config key 'verify.precision': {verify['precision']!r} is not one "
+                          f"of the precisions {cfg['precisions']}")
     return cfg
 
 

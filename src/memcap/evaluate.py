@@ -13,12 +13,17 @@ the whole continuation matches.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 
+from memcap import device as dev
+from memcap.data import read_tokens
+from memcap.io import atomic_path, write_json
 from memcap.model import PackedGPT
+from memcap.train import TrainSpec, load_packed
 
 ATTACKS = ("loss", "reference")
 
@@ -147,3 +152,63 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return math.nan
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def top_samples(scores: pl.DataFrame, tokens: np.ndarray, sample_ids: np.ndarray,
+                k: int = 20) -> pl.DataFrame:
+    """The k training samples with the most memorized bits, with their tokens as text."""
+    top = scores.filter(pl.col("member")).sort("mem_bits", descending=True).head(k)
+    row_of = {int(s): i for i, s in enumerate(sample_ids)}
+    shown = [" ".join(map(str, tokens[row_of[int(s)]])) for s in top["sample_id"]]
+    return (top.select("run_id", "sample_id", "mem_bits", "nll_bits", "ref_nll_bits", "tfidf")
+            .with_columns(rank=pl.int_range(1, top.height + 1), tokens=pl.Series(shown)))
+
+
+def evaluate_cell(spec: TrainSpec, seeds: list[int], model_paths: list[Path],
+                  train_paths: list[Path], heldout_paths: list[Path], score_paths: list[Path],
+                  out_dirs: list[Path], run_ids: list[str],
+                  prefix_lens: list[int], mia_samples: int = 2048,
+                  extraction_samples: int = 256, device: str = "auto",
+                  threads: int = 1) -> list[dict]:
+    """MIA, extraction and TF-IDF for every seed of a cell.
+
+    Writes per seed `evaluation.json` (mia and extraction rows, TF-IDF correlation) and
+    `top_samples.parquet` (the 20 most memorized training samples).
+    """
+    torch_device = dev.resolve_device(device)
+    dtype = dev.configure(torch_device, spec.precision, threads)
+    model = load_packed(spec, model_paths, torch_device)
+    S = spec.seq_len
+    prefixes = sorted({min(k, S - 1) for k in prefix_lens})
+    train = [read_tokens(p) for p in train_paths]
+    held = [read_tokens(p) for p in heldout_paths]
+    m_ext = min(extraction_samples, spec.n, min(len(h[0]) for h in held))
+    splits = {
+        "train": torch.from_numpy(np.stack([t[1][:m_ext] for t in train])).to(torch_device),
+        "heldout": torch.from_numpy(np.stack([h[1][:m_ext] for h in held])).to(torch_device),
+    }
+    extracted = {}
+    with dev.autocast(torch_device, dtype):
+        for split, toks in splits.items():
+            for k in prefixes:
+                extracted[split, k] = greedy_extraction(model, toks, k).float().mean(1).cpu()
+    records = []
+    for m, seed in enumerate(seeds):
+        scores = pl.read_parquet(score_paths[m])
+        members = scores.filter(pl.col("member"))
+        record = {
+            "run_id": run_ids[m], "seed": seed,
+            "mia": [{"run_id": run_ids[m], **r}
+                    for r in membership_inference(scores, mia_samples)],
+            "extraction": [{"run_id": run_ids[m], "prefix_len": k, "split": split,
+                            "rate": float(extracted[split, k][m]), "n_samples": m_ext}
+                           for split in splits for k in prefixes],
+            "tfidf_mem_spearman": spearman(members["tfidf"].to_numpy(),
+                                           members["mem_bits"].to_numpy()),
+        }
+        out = Path(out_dirs[m])
+        with atomic_path(out / "top_samples.parquet") as tmp:
+            top_samples(scores, train[m][1], train[m][0]).write_parquet(tmp)
+        write_json(out / "evaluation.json", record)
+        records.append(record)
+    return records

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import altair as alt
 import duckdb
+import numpy as np
 import polars as pl
 
+from memcap.evaluate import balanced_sets, roc_curve
+from memcap.laws import LAW_SEQ_LEN, PAPER_MIA, mia_f1
 from memcap.paper import PAPER_ALPHA_BF16
 
 WIDTH, HEIGHT = 520, 340
@@ -119,10 +122,129 @@ def bits_per_param(con: duckdb.DuckDBPyConnection) -> alt.Chart:
                                        f"grey: the paper's α = {PAPER_ALPHA_BF16}"))
 
 
+def _roc_points(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """ROC curves of the loss attack for seed 0 of every cell, on the attack's balanced sets."""
+    runs = _query(con, """SELECT r.run_id, r.arch, r.params, r.n, r.precision, m.n_members
+                          FROM runs r JOIN mia m USING (run_id)
+                          WHERE m.attack = 'loss' AND r.seed = (SELECT min(seed) FROM runs)""")
+    frames = []
+    for run in runs.iter_rows(named=True):
+        scores = _query(con, f"""SELECT sample_id, member, nll_bits, ref_nll_bits FROM samples
+                                 WHERE run_id = '{run["run_id"]}'""")
+        members, others = balanced_sets(scores, run["n_members"])
+        fpr, tpr = roc_curve(-members["nll_bits"].to_numpy(), -others["nll_bits"].to_numpy())
+        frames.append(pl.DataFrame({"fpr": fpr, "tpr": tpr}).with_columns(
+            arch=pl.lit(run["arch"]), params=pl.lit(run["params"]), n=pl.lit(run["n"]),
+            precision=pl.lit(run["precision"])))
+    return pl.concat(frames)
+
+
+def roc_curves(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+    """ROC of the loss attack on linear and log-log axes, one line per N, one panel per
+    architecture (seed 0). The diagonal is chance."""
+    df = _roc_points(con)
+    colour = alt.Color("n:O", scale=alt.Scale(scheme="viridis"), title="N")
+    charts = []
+    for log in (False, True):
+        data = df.filter(pl.col("fpr") > 0) if log else df
+        scale = alt.Scale(type="log", domain=[1e-3, 1]) if log else alt.Scale(domain=[0, 1])
+        line = alt.Chart(data).mark_line(interpolate="step-after" if not log else "linear",
+                                         clip=True).encode(
+            x=alt.X("fpr:Q", scale=scale, title="false positive rate"),
+            y=alt.Y("tpr:Q", scale=scale, title="true positive rate"),
+            color=colour, detail="n:O")
+        diag = alt.Chart(pl.DataFrame({"fpr": [1e-3, 1.0], "tpr": [1e-3, 1.0]})).mark_line(
+            strokeDash=[4, 4], color="grey", clip=True).encode(x="fpr:Q", y="tpr:Q")
+        charts.append(alt.layer(diag, line).properties(width=180, height=180).facet(
+            column=alt.Column("arch:N", sort=alt.SortField("params"), title=None),
+            data=data).properties(title="log-log axes" if log else "linear axes"))
+    return alt.vconcat(*charts).properties(
+        title=alt.TitleParams("Membership inference (loss attack): ROC by dataset size",
+                              subtitle="members vs as many held-out samples; seed 0"))
+
+
+def score_histograms(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+    """Code length of members and non-members for the largest architecture at three sizes:
+    the smallest N, N at capacity and the largest N (seed 0)."""
+    arch = _query(con, "SELECT arch, n_at_max FROM capacity ORDER BY params DESC LIMIT 1")
+    name, n_cap = arch["arch"][0], arch["n_at_max"][0]
+    ns = _query(con, f"SELECT DISTINCT n FROM runs WHERE arch = '{name}' ORDER BY n")["n"]
+    picks = sorted({ns.min(), n_cap, ns.max()})
+    df = _query(con, f"""SELECT r.n, s.member, s.nll_bits FROM samples s JOIN runs r USING
+                         (run_id) WHERE r.arch = '{name}' AND r.n IN ({", ".join(map(str, picks))})
+                         AND r.seed = (SELECT min(seed) FROM runs)""")
+    df = df.with_columns(sample=pl.when(pl.col("member")).then(pl.lit("member"))
+                         .otherwise(pl.lit("held out")))
+    return alt.Chart(df).mark_bar(opacity=0.55, binSpacing=0).encode(
+        x=alt.X("nll_bits:Q", bin=alt.Bin(maxbins=40), title="nll(x | model), bits"),
+        y=alt.Y("count():Q", stack=None, title="samples"),
+        color=alt.Color("sample:N", title=None),
+    ).properties(width=220, height=180).facet(column=alt.Column("n:O", title="N")).properties(
+        title=alt.TitleParams(f"Member and held-out code lengths, {name}",
+                              subtitle="smallest N, N at capacity, largest N (seed 0)"))
+
+
+def mia_law(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+    """Median-threshold F1 of the loss attack against tokens per parameter, with memcap's fitted
+    law and the paper's (both evaluated on N in 64-token sequences)."""
+    pts = _query(con, """SELECT r.arch, r.params, r.n, r.seq_len, r.seed, m.f1_median,
+                                r.n * r.seq_len / r.params AS tokens_per_param
+                         FROM runs r JOIN mia m USING (run_id) WHERE m.attack = 'loss'""")
+    lo, hi = float(pts["tokens_per_param"].min()) / 2, float(pts["tokens_per_param"].max()) * 2
+    grid = np.geomspace(lo, hi, 200)
+    curves = [pl.DataFrame({"tokens_per_param": grid, "f1": mia_f1(grid / LAW_SEQ_LEN,
+                                                                    **PAPER_MIA),
+                            "law": "paper (c1 1.34, c2 33.14, c3 0.034)"})]
+    fit = _query(con, """SELECT precision, parameter, value FROM laws WHERE law = 'mia_f1'""")
+    for precision in fit["precision"].unique().sort():
+        c = dict(fit.filter(pl.col("precision") == precision).select("parameter", "value")
+                 .iter_rows())
+        curves.append(pl.DataFrame({
+            "tokens_per_param": grid, "f1": mia_f1(grid / LAW_SEQ_LEN, **c),
+            "law": f"memcap {precision} (c1 {c['c1']:.2f}, c2 {c['c2']:.1f}, "
+                   f"c3 {c['c3']:.4f})"}))
+    x = alt.X("tokens_per_param:Q", scale=alt.Scale(type="log"),
+              title="training tokens per parameter (N·S / P)")
+    lines = alt.Chart(pl.concat(curves)).mark_line().encode(
+        x=x, y="f1:Q", strokeDash=alt.StrokeDash("law:N", title="law"))
+    points = alt.Chart(pts).mark_point(filled=True, size=50).encode(
+        x=x, y=alt.Y("f1_median:Q", title="F1 at the median threshold",
+                     scale=alt.Scale(domain=[0.4, 1.05])),
+        color=alt.Color("arch:N", sort=alt.SortField("params")),
+        tooltip=["arch", "n", "seed", alt.Tooltip("f1_median:Q", format=".3f")])
+    chance = alt.Chart(pl.DataFrame({"y": [0.5]})).mark_rule(color="grey").encode(y="y:Q")
+    return alt.layer(chance, lines, points).properties(
+        width=WIDTH, height=HEIGHT,
+        title=alt.TitleParams("Membership inference fades as data outgrows the model",
+                              subtitle="points: runs; lines: F1 = ½(1 + c1·σ(−c2·(N/P − c3))) "
+                                       "with N in 64-token sequences"))
+
+
+def extraction_vs_n(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+    """Exact-match extraction rate against N for training and held-out samples."""
+    df = _query(con, """SELECT r.arch, r.params, r.n, e.prefix_len, e.split,
+                               avg(e.rate) AS rate
+                        FROM runs r JOIN extraction e USING (run_id) GROUP BY ALL""")
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("n:Q", scale=alt.Scale(type="log", base=2), title="dataset size N"),
+        y=alt.Y("rate:Q", title="exact-match extraction rate (mean over seeds)"),
+        color=alt.Color("split:N", title="samples"),
+        strokeDash=alt.StrokeDash("prefix_len:O", title="prefix tokens"),
+        tooltip=["arch", "n", "split", "prefix_len", alt.Tooltip("rate:Q", format=".3f")],
+    ).properties(width=200, height=180).facet(
+        column=alt.Column("arch:N", sort=alt.SortField("params"), title=None)).properties(
+        title=alt.TitleParams("Greedy extraction from a prefix",
+                              subtitle="training samples fall to the held-out rate as N grows"))
+
+
 FIGURES = {
     "memorization_vs_n": memorization_vs_n,
     "capacity_vs_params": capacity_vs_params,
     "bits_per_param": bits_per_param,
+    "mia_roc": roc_curves,
+    "mia_histograms": score_histograms,
+    "mia_law": mia_law,
+    "extraction_vs_n": extraction_vs_n,
 }
 
 

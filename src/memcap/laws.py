@@ -8,8 +8,15 @@ sample redraws whole seeds, the same draw for every architecture and N).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
+
+LAW_SCHEMA = {"law": pl.String, "kind": pl.String, "precision": pl.String,
+              "parameter": pl.String, "value": pl.Float64, "ci_low": pl.Float64,
+              "ci_high": pl.Float64, "n_archs": pl.Int64, "n_seeds": pl.Int64,
+              "lower_bound": pl.Boolean, "note": pl.String}
 
 # A dataset counts as data-limited when the model memorized at least this share of its
 # memorizable bits: then the capacity may lie above the measured maximum.
@@ -113,9 +120,91 @@ def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: 
                          "ci_low": float(np.quantile(dist, lo_q)),
                          "ci_high": float(np.quantile(dist, hi_q)),
                          "n_archs": len(archs), "n_seeds": mem.shape[-1],
-                         "lower_bound": bool(reasons), "lower_bound_reason": "; ".join(reasons)})
-    schema = {"law": pl.String, "kind": pl.String, "precision": pl.String,
-              "parameter": pl.String, "value": pl.Float64, "ci_low": pl.Float64,
-              "ci_high": pl.Float64, "n_archs": pl.Int64, "n_seeds": pl.Int64,
-              "lower_bound": pl.Boolean, "lower_bound_reason": pl.String}
-    return pl.DataFrame(rows, schema=schema)
+                         "lower_bound": bool(reasons), "note": "; ".join(reasons)})
+    return pl.DataFrame(rows, schema=LAW_SCHEMA)
+
+
+# --- membership inference law (SCIENCE.md §2) ---------------------------------------------
+
+PAPER_MIA = {"c1": 1.34, "c2": 33.14, "c3": 0.034}
+LAW_SEQ_LEN = 64  # the law counts training sequences of 64 tokens
+
+
+def mia_f1(x: np.ndarray, c1: float, c2: float, c3: float) -> np.ndarray:
+    """F1(N/P) = ½ · (1 + c1 · σ(−c2 · (N/P − c3))), N in 64-token sequences."""
+    return 0.5 * (1 + c1 / (1 + np.exp(np.clip(c2 * (np.asarray(x) - c3), -500, 500))))
+
+
+def invert_mia_f1(f1: float, c1: float, c2: float, c3: float) -> float:
+    """The N/P at which the law predicts `f1` (NaN when the law never reaches it)."""
+    q = (2 * f1 - 1) / c1
+    if not 0 < q < 1:
+        return float("nan")
+    return float(c3 - math.log(q / (1 - q)) / c2)
+
+
+def sequences_per_param(n: np.ndarray, seq_len: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """N/P with N counted in 64-token sequences: (n · S / 64) / P (decision, docs)."""
+    return np.asarray(n) * np.asarray(seq_len) / LAW_SEQ_LEN / np.asarray(params)
+
+
+def fit_mia_curve(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Least-squares (c1, c2, c3): a coarse grid picks the start (unless given), then a
+    bounded curve_fit refines it."""
+    from scipy.optimize import curve_fit
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if start is None:
+        c3 = np.quantile(x, np.linspace(0.05, 0.95, 10))[:, None, None]
+        c2 = (np.geomspace(0.3, 300, 13) / max(float(np.median(x)), 1e-9))[None, :, None]
+        c1 = np.array([0.8, 1.0, 1.34])[None, None, :]
+        pred = mia_f1(x[:, None, None, None], c1, c2, c3)  # (points, c3, c2, c1)
+        err = ((pred - y[:, None, None, None]) ** 2).sum(0)
+        i3, i2, i1 = np.unravel_index(np.argmin(err), err.shape)
+        start = np.array([c1.ravel()[i1], c2.ravel()[i2], c3.ravel()[i3]])
+    try:
+        popt, _ = curve_fit(mia_f1, x, y, p0=start, maxfev=20000,
+                            bounds=([0.0, 1e-6, -10.0], [4.0, 1e6, 10.0]))
+    except (RuntimeError, ValueError):
+        popt = np.asarray(start, float)
+    return popt
+
+
+def fit_mia_law(runs: pl.DataFrame, mia: pl.DataFrame, n_boot: int = 1000, ci: float = 0.95,
+                seed: int = 0, attack: str = "loss") -> pl.DataFrame:
+    """Rows of `laws` for law 'mia_f1': c1, c2, c3 fitted on cell means of the median-threshold
+    F1 of `attack`, with a seed-bootstrap CI; one fit per (kind, precision)."""
+    df = (runs.join(mia.filter(pl.col("attack") == attack), on="run_id")
+          .with_columns(x=pl.col("n") * pl.col("seq_len") / LAW_SEQ_LEN / pl.col("params")))
+    rows = []
+    lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
+    rng = np.random.default_rng(seed)
+    for (kind, precision), part in df.group_by("kind", "precision", maintain_order=True):
+        cells = part.select("arch", "n").unique().sort("arch", "n")
+        if cells.height < 4:
+            continue
+        seeds = sorted(part["seed"].unique().to_list())
+        table = part.pivot(on="seed", index=["arch", "n", "x"], values="f1_median").sort(
+            "arch", "n")
+        x = table["x"].to_numpy()
+        f1 = table.select([str(s) for s in seeds]).to_numpy()  # (cells, seeds)
+        point = fit_mia_curve(x, np.nanmean(f1, axis=1))
+        fits: dict[tuple[int, ...], np.ndarray] = {}  # a resample is a multiset of seeds
+        boot = []
+        for _ in range(n_boot):
+            draw = tuple(sorted(rng.integers(0, len(seeds), len(seeds))))
+            if draw not in fits:
+                fits[draw] = fit_mia_curve(x, np.nanmean(f1[:, list(draw)], axis=1), point)
+            boot.append(fits[draw])
+        boot = np.array(boot)
+        resid = float(np.sqrt(np.mean((mia_f1(x, *point) - np.nanmean(f1, axis=1)) ** 2)))
+        for i, name in enumerate(("c1", "c2", "c3")):
+            rows.append({"law": "mia_f1", "kind": kind, "precision": precision,
+                         "parameter": name, "value": float(point[i]),
+                         "ci_low": float(np.quantile(boot[:, i], lo_q)),
+                         "ci_high": float(np.quantile(boot[:, i], hi_q)),
+                         "n_archs": part["arch"].n_unique(), "n_seeds": len(seeds),
+                         "lower_bound": False,
+                         "note": f"{attack} attack, {x.size} cells, "
+                                               f"rms residual {resid:.4f}"})
+    return pl.DataFrame(rows, schema=LAW_SCHEMA)

@@ -14,3 +14,14 @@ PAPER_CAPACITY_BITS = {
     "L4-d256": (1.30e7, 1.36e7),
     "L8-d256": (2.51e7, 2.71e7),
 }
+
+# Membership-inference validation table (F1 in %, loss attack, 64-token sequences):
+# (model, params, N sequences, predicted, observed, observed ±)
+PAPER_MIA_VALIDATION = [
+    ("GPT-2 XL (d 1600, 48 layers)", 1_556_075_200, 170_654_583, 55, 54.61, 1.3),
+    ("GPT-2 XL (d 1600, 48 layers)", 1_556_075_200, 76_795_021, 75, 71.08, 0.4),
+    ("GPT-2 XL (d 1600, 48 layers)", 1_556_075_200, 18_851_574, 95, 95.85, 0.8),
+    ("GPT-2 small shape (d 768, 12 layers)", 123_702_528, 13_566_442, 55, 53.44, 1.1),
+    ("GPT-2 small shape (d 768, 12 layers)", 123_702_528, 6_104_935, 75, 65.69, 0.6),
+    ("GPT-2 small shape (d 768, 12 layers)", 123_702_528, 1_498_634, 95, 97.98, 0.3),
+]

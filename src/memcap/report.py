@@ -7,10 +7,18 @@ import html
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from memcap.io import atomic_path
-from memcap.paper import PAPER_ALPHA_BF16, PAPER_BPP_RANGE, PAPER_CAPACITY_BITS, PAPER_MEAN_BPP
+from memcap.laws import PAPER_MIA, mia_f1
+from memcap.paper import (
+    PAPER_ALPHA_BF16,
+    PAPER_BPP_RANGE,
+    PAPER_CAPACITY_BITS,
+    PAPER_MEAN_BPP,
+    PAPER_MIA_VALIDATION,
+)
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -67,6 +75,34 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
         sat = con.sql("""SELECT arch, precision, count(*) AS runs,
                                     sum(saturated::INT) AS saturated_runs
                              FROM runs GROUP BY ALL ORDER BY min(params), precision""").pl()
+        mia = con.sql("""SELECT r.arch, r.precision, r.n, m.attack,
+                                round(r.n * r.seq_len / r.params, 4) AS tokens_per_param,
+                                avg(m.auc) AS auc, avg(m.f1_median) AS f1_median,
+                                avg(m.f1_best) AS "f1_best (optimistic)",
+                                avg(m.tpr_at_1pct_fpr) AS tpr_at_1pct_fpr,
+                                avg(m.tpr_at_0_1pct_fpr) AS tpr_at_0_1pct_fpr,
+                                min(m.n_members) AS members
+                         FROM runs r JOIN mia m USING (run_id)
+                         GROUP BY ALL ORDER BY min(r.params), r.precision, r.n, m.attack""").pl()
+        attack_gap = con.sql("""SELECT max(abs(a.auc - b.auc)) FROM mia a JOIN mia b
+                                USING (run_id) WHERE a.attack = 'loss'
+                                AND b.attack = 'reference'""").fetchall()[0][0]
+        extraction = con.sql("""SELECT r.arch, r.n, e.split || ' k=' || e.prefix_len AS col,
+                                       avg(e.rate) AS rate
+                                FROM runs r JOIN extraction e USING (run_id)
+                                GROUP BY ALL ORDER BY min(r.params), r.n""").pl()
+        tfidf = con.sql("""SELECT r.arch, avg(m.tfidf_mem_spearman) AS spearman_tfidf_mem,
+                                  min(m.tfidf_mem_spearman) AS min, max(m.tfidf_mem_spearman)
+                                  AS max
+                           FROM runs r JOIN memorization m USING (run_id)
+                           GROUP BY ALL ORDER BY min(r.params)""").pl()
+        top_run = con.sql("""SELECT r.run_id FROM capacity c JOIN runs r ON r.arch = c.arch
+                             AND r.precision = c.precision AND r.kind = c.kind
+                             AND r.n = c.n_at_max ORDER BY c.params DESC, r.seed
+                             LIMIT 1""").fetchall()[0][0]
+        top = con.sql(f"""SELECT rank, sample_id, mem_bits, nll_bits, tfidf, tokens
+                          FROM top_samples WHERE run_id = '{top_run}'
+                          ORDER BY rank""").pl()
     finally:
         con.close()
 
@@ -90,7 +126,7 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
         rows.append({"kind": r["kind"], "precision": r["precision"], "quantity": r["parameter"],
                      "memcap": r["value"], "CI low": r["ci_low"], "CI high": r["ci_high"],
                      "seeds": r["n_seeds"], "architectures": r["n_archs"],
-                     "status": f"lower bound: {r['lower_bound_reason']}" if r["lower_bound"]
+                     "status": f"lower bound: {r['note']}" if r["lower_bound"]
                      else "saturated",
                      "paper": paper})
     parts.append("<h2>Bits per parameter</h2><p>α is the least-squares slope of capacity "
@@ -135,11 +171,16 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
     else:
         parts.append("<p>Every run passed the saturation rule.</p>")
 
+    parts += _mia_sections(mia, attack_gap, laws, extraction, tfidf, top, top_run)
     parts.append("<h2>Figures</h2>")
     fdir = Path(figures_dir)
     for name, caption in (("memorization_vs_n", "Memorized bits against dataset size"),
                           ("capacity_vs_params", "Capacity against parameters"),
-                          ("bits_per_param", "Bits per parameter per architecture")):
+                          ("bits_per_param", "Bits per parameter per architecture"),
+                          ("mia_law", "Membership inference F1 against tokens per parameter"),
+                          ("mia_roc", "ROC of the loss attack"),
+                          ("mia_histograms", "Member and held-out code lengths"),
+                          ("extraction_vs_n", "Extraction rate against dataset size")):
         png = fdir / f"{name}.png"
         data = base64.b64encode(png.read_bytes()).decode()
         parts.append(f"<h3>{caption}</h3><p><a href='figures/{name}.html'>interactive "
@@ -147,3 +188,60 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
     parts.append("</body></html>")
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(parts))
+
+
+def _mia_sections(mia: pl.DataFrame, attack_gap: float | None, laws: pl.DataFrame,
+                  extraction: pl.DataFrame, tfidf: pl.DataFrame, top: pl.DataFrame,
+                  top_run: str) -> list[str]:
+    parts = ["<h2>Membership inference</h2><p>Members: up to the configured number of "
+             "training samples; non-members: as many held-out samples (balanced). F1 at the "
+             "median threshold calls the upper half of the pooled scores member, so chance is "
+             "0.5; F1 at the best threshold is optimistic (chosen on the same data). Means over "
+             "seeds.</p>"]
+    parts.append(_table(mia.filter(pl.col("attack") == "loss").drop("attack"),
+                        left=("arch", "precision")))
+    if attack_gap is not None:
+        parts.append(f"<p class='note'>Reference-calibrated attack (score nll(x|θ) − "
+                     f"nll(x|θ̂)): its AUC differs from the loss attack's by at most "
+                     f"{attack_gap:.2g} (for uniform synthetic data the reference is constant, "
+                     f"so both attacks rank samples alike).</p>")
+    fit = laws.filter(pl.col("law") == "mia_f1")
+    parts.append("<h2>Membership-inference law</h2><p>F1(N/P) = ½·(1 + c1·σ(−c2·(N/P − "
+                 "c3))), N counted in 64-token sequences (N·S/64), fitted to the cell means "
+                 "of the loss attack's median-threshold F1; CIs from a bootstrap over seeds.</p>")
+    if fit.height:
+        rows = [{"precision": r["precision"], "parameter": r["parameter"],
+                 "memcap": r["value"], "CI low": r["ci_low"], "CI high": r["ci_high"],
+                 "paper": PAPER_MIA[r["parameter"]], "fit": r["note"]}
+                for r in fit.iter_rows(named=True)]
+        parts.append(_table(pl.DataFrame(rows), left=("precision", "parameter", "fit")))
+    else:
+        parts.append("<p>Too few cells to fit the law (at least 4 are needed).</p>")
+    val = []
+    for model, params, n, pred, obs, pm in PAPER_MIA_VALIDATION:
+        row = {"model": model, "params": params, "N sequences": n, "N/P": n / params,
+               "paper predicted %": pred, "paper observed %": f"{obs} ± {pm}",
+               "law, paper constants %": 100 * float(mia_f1(np.array([n / params]),
+                                                            **PAPER_MIA)[0])}
+        for precision in fit["precision"].unique().sort():
+            c = dict(fit.filter(pl.col("precision") == precision)
+                     .select("parameter", "value").iter_rows())
+            row[f"memcap fit {precision} %"] = 100 * float(mia_f1(np.array([n / params]), **c)[0])
+        val.append(row)
+    parts.append("<h3>The paper's validation table, recomputed</h3>")
+    parts.append(_table(pl.DataFrame(val), left=("model", "paper observed %")))
+
+    parts.append("<h2>Extraction</h2><p>Exact-match rate of greedy decoding from a k-token "
+                 "prefix (mean over seeds), on training samples and on held-out samples.</p>")
+    parts.append(_table(extraction.pivot(on="col", index=["arch", "n"], values="rate",
+                                         sort_columns=True), left=("arch",)))
+
+    parts.append("<h2>What gets memorized</h2><p>Spearman correlation between a training "
+                 "sample's TF-IDF (mean unigram surprisal of its tokens within the training "
+                 "set) and its memorized bits, per run:</p>")
+    parts.append(_table(tfidf, left=("arch",)))
+    parts.append(f"<p>The 20 most memorized training samples of <code>{html.escape(top_run)}"
+                 "</code> (the largest architecture at its capacity, first seed); synthetic "
+                 "samples are shown as token ids.</p>")
+    parts.append(_table(top, left=("tokens",)))
+    return parts

@@ -1,0 +1,84 @@
+"""Predict-then-verify: invert the fitted membership law for target F1 values, train the cells
+it calls for, and compare predicted with observed F1 (the paper's validation, on memcap's own
+models)."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from memcap.io import atomic_path, read_json, write_json
+from memcap.laws import LAW_SEQ_LEN, invert_mia_f1, mia_f1
+
+
+def plan(laws: pl.DataFrame, kind: str, precision: str, params: int, seq_len: int,
+         targets: list[float]) -> dict:
+    """Dataset sizes N at which the fitted law predicts each target F1 for this model."""
+    fit = laws.filter((pl.col("law") == "mia_f1") & (pl.col("kind") == kind)
+                      & (pl.col("precision") == precision))
+    c = dict(fit.select("parameter", "value").iter_rows())
+    if set(c) != {"c1", "c2", "c3"}:
+        raise ValueError(f"no fitted membership law for kind {kind}, precision {precision}: "
+                         "the grid needs at least 4 cells")
+    cells = []
+    for target in targets:
+        x = invert_mia_f1(target, **c)
+        if not math.isfinite(x) or x <= 0:
+            cells.append({"target_f1": target, "n": None,
+                          "note": "the fitted law never reaches this F1 at positive N"})
+            continue
+        n = max(1, round(x * params * LAW_SEQ_LEN / seq_len))
+        x_n = n * seq_len / LAW_SEQ_LEN / params
+        cells.append({"target_f1": target, "n": n,
+                      "predicted_f1": float(mia_f1(np.array([x_n]), **c)[0]), "note": ""})
+    return {"kind": kind, "precision": precision, "params": params, "seq_len": seq_len,
+            "law": c, "cells": cells}
+
+
+def write_plan(path: Path, **kwargs) -> None:
+    write_json(path, plan(**kwargs))
+
+
+def summarize(plan_path: Path, evaluation_paths: list[Path], out_table: Path,
+              out_html: Path) -> pl.DataFrame:
+    """Observed median-threshold F1 (loss attack) of every planned run beside the prediction."""
+    p = read_json(plan_path)
+    observed: dict[int, list[float]] = {}
+    for path in evaluation_paths:
+        ev = read_json(path)
+        n = int(ev["run_id"].split(":n")[1].split(":")[0])
+        loss = next(m for m in ev["mia"] if m["attack"] == "loss")
+        observed.setdefault(n, []).append(loss["f1_median"])
+    rows = []
+    for cell in p["cells"]:
+        obs = observed.get(cell["n"], []) if cell["n"] is not None else []
+        rows.append({"target_f1": cell["target_f1"], "n": cell["n"],
+                     "predicted_f1": cell.get("predicted_f1"),
+                     "observed_f1": float(np.mean(obs)) if obs else None,
+                     "observed_sd": float(np.std(obs, ddof=1)) if len(obs) > 1 else None,
+                     "seeds": len(obs), "note": cell["note"]})
+    table = pl.DataFrame(rows, schema={"target_f1": pl.Float64, "n": pl.Int64,
+                                       "predicted_f1": pl.Float64, "observed_f1": pl.Float64,
+                                       "observed_sd": pl.Float64, "seeds": pl.Int64,
+                                       "note": pl.String})
+    with atomic_path(out_table) as tmp:
+        table.write_parquet(tmp)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>"
+                                    for v in r) + "</tr>" for r in table.iter_rows())
+    c = p["law"]
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(
+            "<!doctype html><html><head><meta charset='utf-8'><title>memcap: predict then "
+            "verify</title></head><body><h1>Predict, then verify</h1>"
+            f"<p>Model: {p['params']:,} parameters ({p['kind']}, {p['precision']}), sequences "
+            f"of {p['seq_len']} tokens. Law: F1 = ½(1 + c1·σ(−c2·(N/P − c3))) with c1 "
+            f"{c['c1']:.4g}, c2 {c['c2']:.4g}, c3 {c['c3']:.4g} (fitted). N is chosen so that "
+            "the law predicts each target F1; the observed F1 is the loss attack's "
+            "median-threshold F1 of the runs trained on that N.</p>"
+            f"<table border='1'><tr>{head}</tr>{body}</table></body></html>")
+    return table
