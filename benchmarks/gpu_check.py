@@ -19,23 +19,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from memcap.data import write_synthetic  # noqa: E402
+from memcap.data import write_seed_datasets  # noqa: E402
 from memcap.score import score_cell  # noqa: E402
 from memcap.train import TrainSpec, train_cell  # noqa: E402
 
 
 def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
              heldout: int = 256) -> dict:
-    train, held = [], []
-    for s in seeds:
-        t = root / f"t{s}-{spec.n}-{spec.seq_len}.parquet"
-        h = root / f"h{s}-{spec.seq_len}.parquet"
-        write_synthetic(t, seed=s, split="train", n=spec.n, seq_len=spec.seq_len,
-                        vocab_size=spec.vocab_size)
-        write_synthetic(h, seed=s, split="heldout", n=heldout, seq_len=spec.seq_len,
-                        vocab_size=spec.vocab_size)
-        train.append(t)
-        held.append(h)
+    train, held = write_seed_datasets(root, seeds, spec.n, spec.seq_len, spec.vocab_size,
+                                      heldout)
     tag = f"{spec.n_layer}-{spec.d_model}-{spec.precision}-{spec.n}"
     dirs = [root / f"run-{tag}-s{s}" for s in seeds]
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from memcap.data import write_synthetic
+from memcap.data import write_seed_datasets
 from memcap.train import TrainSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,17 +21,7 @@ def small_spec(**overrides) -> TrainSpec:
 
 def write_data(root: Path, spec: TrainSpec, seeds: list[int], heldout: int = 64):
     """Train and held-out files for every seed; returns (train paths, held-out paths)."""
-    train, held = [], []
-    for s in seeds:
-        t = root / f"train-s{s}-n{spec.n}.parquet"
-        h = root / f"heldout-s{s}.parquet"
-        write_synthetic(t, seed=s, split="train", n=spec.n, seq_len=spec.seq_len,
-                        vocab_size=spec.vocab_size)
-        write_synthetic(h, seed=s, split="heldout", n=heldout, seq_len=spec.seq_len,
-                        vocab_size=spec.vocab_size)
-        train.append(t)
-        held.append(h)
-    return train, held
+    return write_seed_datasets(root, seeds, spec.n, spec.seq_len, spec.vocab_size, heldout)
 
 
 @pytest.fixture

@@ -97,3 +97,20 @@ def read_tokens(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: expected columns sample_id and tokens, "
                          f"missing {sorted(missing)}")
     return df["sample_id"].to_numpy(), df["tokens"].to_numpy().astype(np.int64)
+
+
+def write_seed_datasets(root: str | Path, seeds: list[int], n: int, seq_len: int,
+                        vocab_size: int, heldout: int) -> tuple[list[Path], list[Path]]:
+    """Train (size n) and held-out (size `heldout`) files of every seed under `root`, outside
+    the workflow (tests, benchmarks). Returns (train paths, held-out paths)."""
+    root = Path(root)
+    train, held = [], []
+    for s in seeds:
+        t = root / f"train-v{vocab_size}-s{seq_len}-seed{s}-n{n}.parquet"
+        h = root / f"heldout-v{vocab_size}-s{seq_len}-seed{s}-n{heldout}.parquet"
+        write_synthetic(t, seed=s, split="train", n=n, seq_len=seq_len, vocab_size=vocab_size)
+        write_synthetic(h, seed=s, split="heldout", n=heldout, seq_len=seq_len,
+                        vocab_size=vocab_size)
+        train.append(t)
+        held.append(h)
+    return train, held

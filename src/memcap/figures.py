@@ -229,7 +229,8 @@ def extraction_vs_n(con: duckdb.DuckDBPyConnection) -> alt.Chart:
         x=alt.X("n:Q", scale=alt.Scale(type="log", base=2), title="dataset size N"),
         y=alt.Y("rate:Q", title="exact-match extraction rate (mean over seeds)"),
         color=alt.Color("split:N", title="samples"),
-        strokeDash=alt.StrokeDash("prefix_len:O", title="prefix tokens"),
+        strokeDash=alt.StrokeDash("prefix_len:O", title="prefix tokens",
+                                  legend=alt.Legend(symbolType="stroke", symbolSize=300)),
         tooltip=["arch", "n", "split", "prefix_len", alt.Tooltip("rate:Q", format=".3f")],
     ).properties(width=200, height=180).facet(
         column=alt.Column("arch:N", sort=alt.SortField("params"), title=None)).properties(
