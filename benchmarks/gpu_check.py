@@ -4,7 +4,8 @@
 
 Runs (1) a data-limited cell that must memorize ≥ 90 % of its bits in bf16 and fp32, and
 (2) the paper's linearity-check shape (2 layers, d 128, V 2048, S 64, N 4096, 2 packed seeds)
-for a fixed number of steps, reporting tokens/s, bits memorized and bits per parameter.
+for a fixed number of steps, reporting tokens/s, bits memorized and bits per parameter, then
+membership inference and extraction on both.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from memcap.data import write_seed_datasets  # noqa: E402
+from memcap.evaluate import evaluate_cell  # noqa: E402
 from memcap.score import score_cell  # noqa: E402
 from memcap.train import TrainSpec, train_cell  # noqa: E402
 
@@ -40,6 +42,11 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
     if device == "cuda":
         torch.cuda.synchronize()
     score_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    evals = evaluate_cell(spec, seeds, [d / "model.safetensors" for d in dirs], train, held,
+                          [d / "scores.parquet" for d in dirs], dirs, [f"s{s}" for s in seeds],
+                          prefix_lens=[8, 16, 32], device=device)
+    evaluate_s = time.perf_counter() - t2
     tokens = spec.steps * spec.batch * spec.seq_len * len(seeds)
     return {
         "spec": {k: getattr(spec, k) for k in ("vocab_size", "seq_len", "n_layer", "d_model",
@@ -53,6 +60,13 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
         "bits_per_param": [s["mem_bits"] / spec.params for s in scores],
         "saturated": [r["saturated"] for r in recs],
         "heldout_loss": [s["heldout_loss"] for s in scores],
+        "evaluate_s": evaluate_s,
+        "mia_loss_auc": [next(m["auc"] for m in e["mia"] if m["attack"] == "loss")
+                         for e in evals],
+        "mia_loss_f1_median": [next(m["f1_median"] for m in e["mia"] if m["attack"] == "loss")
+                               for e in evals],
+        "extraction": [{f"{x['split']} k={x['prefix_len']}": x["rate"] for x in e["extraction"]}
+                       for e in evals],
     }
 
 

@@ -2,7 +2,7 @@
 # membership law for the target F1 values, train the dataset sizes it calls for with the
 # ordinary train/score/evaluate rules, and compare predicted with observed F1.
 from memcap.config import architecture
-from memcap.model import param_count
+from memcap.shapes import param_count
 
 VERIFY = config["verify"]
 

@@ -89,3 +89,10 @@ def test_architecture_override_reaches_only_its_cells(cfg):
     cfg = validate_config(cfg)
     assert train_spec(cfg, "L1-d8", "fp32", 16)["lr"] == 0.1
     assert train_spec(cfg, "L1-d16", "fp32", 16)["lr"] == cfg["train"]["lr"]
+
+
+def test_verify_defaults_to_the_largest_model(cfg):
+    out = validate_config(cfg)
+    assert out["verify"]["arch"] == "L1-d32" and out["verify"]["precision"] == "fp32"
+    cfg["verify"] = {"arch": "L9-d9"}
+    assert "verify.arch" in _error(cfg)

@@ -15,6 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from memcap.shapes import param_count
+
 KIND_SYNTHETIC = "synthetic"
 
 
@@ -90,8 +92,10 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(f"config key 'architectures[{i}].d_model': {d} is not a multiple "
                               f"of train.head_dim {head_dim}")
     verify = cfg.setdefault("verify", {})
-    verify.setdefault("arch", arch_id(max(cfg["architectures"],
-                                          key=lambda a: (a["n_layer"], a["d_model"]))))
+    syn = cfg["synthetic"]
+    largest = max(cfg["architectures"], key=lambda a: param_count(
+        syn["vocab_size"], syn["seq_len"], a["n_layer"], a["d_model"]))
+    verify.setdefault("arch", arch_id(largest))
     verify.setdefault("precision", cfg["precisions"][0])
     if verify["arch"] not in ids:
         raise ConfigError(f"config key 'verify.arch': {verify['arch']!r} is not one of the "

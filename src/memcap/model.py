@@ -17,11 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memcap.shapes import param_count
 
-def param_count(vocab_size: int, seq_len: int, n_layer: int, d_model: int) -> int:
-    """P = V·d + S·d + L·(12d² + 13d) + 2d (tied embeddings, learned positions, biases, MLP 4d)."""
-    d = d_model
-    return vocab_size * d + seq_len * d + n_layer * (12 * d * d + 13 * d) + 2 * d
+__all__ = ["PackedGPT", "n_heads", "param_count", "sequence_nll_bits", "token_nll"]
 
 
 def n_heads(d_model: int, head_dim: int) -> int:
