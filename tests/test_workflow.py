@@ -69,8 +69,12 @@ def test_database_follows_the_contract(db):
             "device", "train_seconds"} <= columns["runs"]
     assert {"run_id", "sample_id", "member", "nll_bits", "ref_nll_bits",
             "mem_bits"} <= columns["samples"]
-    assert {"run_id", "mem_bits", "mem_bits_unclamped", "dataset_bits",
+    assert {"run_id", "mem_bits", "mem_bits_unclamped", "dataset_bits", "dataset_entropy_bits",
             "capacity_ratio"} <= columns["memorization"]
+    # memorizable bits N·(S−1)·log2 V beside the paper's H(D) = N·S·log2 V (V 16, S 16)
+    ratio = db.sql("""SELECT max(abs(dataset_bits / dataset_entropy_bits - 15 / 16))
+                      FROM memorization""").fetchall()[0][0]
+    assert ratio < 1e-12
     assert {"params", "capacity_bits", "n_at_max", "bits_per_param",
             "saturated"} <= columns["capacity"]
     assert {"law", "precision", "parameter", "value", "ci_low", "ci_high"} <= columns["laws"]

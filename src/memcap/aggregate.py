@@ -6,6 +6,7 @@ plus the `samples` view into one DuckDB file, atomically (a temporary file renam
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import duckdb
@@ -46,6 +47,8 @@ def collect_tables(run_dirs: list[Path], kind: str = "synthetic") -> dict[str, p
         mem.append({"run_id": rid, "mem_bits": s["mem_bits"],
                     "mem_bits_unclamped": s["mem_bits_unclamped"],
                     "dataset_bits": s["dataset_bits"],
+                    # the paper's H(D) = N·S·log2 V, first tokens included (SCIENCE.md §1)
+                    "dataset_entropy_bits": r["n"] * r["seq_len"] * math.log2(r["vocab_size"]),
                     "memorizable_fraction": s["mem_bits"] / s["dataset_bits"],
                     "bits_per_param": s["mem_bits"] / r["params"],
                     "tfidf_mem_spearman": ev["tfidf_mem_spearman"],
