@@ -1,0 +1,159 @@
+"""memcap's packed trainer and scorer against what a user would otherwise write.
+
+Baseline: HF transformers `GPT2LMHeadModel` of the same shape (tied embeddings, n_positions S,
+no dropout), one model per seed, with a plain torch AdamW loop. memcap: all seeds of a cell
+as one `PackedGPT` with Adam, the loop of `memcap.train`. Both measured in the same process, on
+the same machine, with the same threads, batch and data. Prints tokens/s (training) and
+sequences/s (scoring) and the ratio memcap / baseline.
+
+    pip install "transformers>=4.40"
+    python benchmarks/trainer_vs_hf.py [--device cpu|cuda] [--seeds 2] [--steps 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from memcap.model import PackedGPT, n_heads, param_count, sequence_nll_bits, token_nll  # noqa: E402
+
+SHAPES = [(1, 16), (2, 16), (1, 32)]  # the default experiment's architectures above d 8
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _amp(device: torch.device, bf16: bool):
+    if bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def hf_models(m: int, vocab: int, seq: int, n_layer: int, d: int, device: torch.device):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=vocab, n_positions=seq, n_embd=d, n_layer=n_layer,
+                     n_head=n_heads(d, 16), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                     tie_word_embeddings=True, bos_token_id=None, eos_token_id=None)
+    models = []
+    for seed in range(m):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(cfg).to(device)
+        assert sum(p.numel() for p in model.parameters()) == param_count(vocab, seq, n_layer, d)
+        models.append(model)
+    return models
+
+
+def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def bench_shape(n_layer: int, d: int, args, device: torch.device) -> dict:
+    V, S, B, M = args.vocab, args.seq, args.batch, args.seeds
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, V, (M, B, S), generator=g).to(device)
+    score_data = torch.randint(0, V, (M, args.score_n, S), generator=g).to(device)
+    amp = _amp(device, args.bf16)
+
+    packed = PackedGPT(M, V, S, n_layer, d, n_heads(d, 16))
+    packed.init_weights(list(range(M)))
+    packed.to(device)
+    opt = torch.optim.Adam(packed.parameters(), lr=1e-3, fused=device.type == "cuda")
+
+    def memcap_step() -> None:
+        with amp:
+            losses = token_nll(packed(data), data).mean(dim=(1, 2))
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+
+    models = hf_models(M, V, S, n_layer, d, device)
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.0,
+                              fused=device.type == "cuda") for m in models]
+
+    def hf_step() -> None:
+        for i, (model, o) in enumerate(zip(models, opts, strict=True)):
+            with amp:
+                loss = model(input_ids=data[i], labels=data[i]).loss
+            o.zero_grad(set_to_none=True)
+            loss.backward()
+            o.step()
+
+    t_memcap = time_steps(memcap_step, args.steps, args.warmup, device)
+    t_hf = time_steps(hf_step, args.steps, args.warmup, device)
+    tokens = M * B * S
+
+    @torch.no_grad()
+    def hf_score() -> None:
+        for i, model in enumerate(models):
+            for start in range(0, args.score_n, 512):
+                x = score_data[i, start:start + 512]
+                with amp:
+                    logits = model(input_ids=x).logits
+                torch.nn.functional.cross_entropy(
+                    logits[:, :-1].float().reshape(-1, V), x[:, 1:].reshape(-1),
+                    reduction="none").view(x.shape[0], -1).sum(-1)
+
+    s_memcap = time_steps(lambda: sequence_nll_bits(packed, score_data, 512, amp), 3, 1, device)
+    s_hf = time_steps(hf_score, 3, 1, device)
+    seqs = M * args.score_n
+    return {
+        "arch": f"L{n_layer}-d{d}", "params": param_count(V, S, n_layer, d),
+        "train_tokens_per_s": {"memcap": tokens / t_memcap, "hf_baseline": tokens / t_hf,
+                               "ratio": t_hf / t_memcap},
+        "score_sequences_per_s": {"memcap": seqs / s_memcap, "hf_baseline": seqs / s_hf,
+                                  "ratio": s_hf / s_memcap},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seeds", type=int, default=2, help="models per cell (packed by memcap)")
+    p.add_argument("--vocab", type=int, default=64)
+    p.add_argument("--seq", type=int, default=32)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--score-n", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (the workflow uses 1)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    rows = [bench_shape(L, d, args, device) for L, d in SHAPES]
+    print(f"device {device} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}"
+          f"), torch {torch.__version__}, {args.seeds} seeds, V {args.vocab}, S {args.seq}, "
+          f"batch {args.batch}, threads {args.threads}")
+    print(f"{'arch':8} {'params':>8} {'train tok/s memcap':>19} {'HF':>10} {'ratio':>6} "
+          f"{'score seq/s memcap':>19} {'HF':>10} {'ratio':>6}")
+    for r in rows:
+        t, s = r["train_tokens_per_s"], r["score_sequences_per_s"]
+        print(f"{r['arch']:8} {r['params']:>8,} {t['memcap']:>19,.0f} {t['hf_baseline']:>10,.0f}"
+              f" {t['ratio']:>6.2f} {s['memcap']:>19,.0f} {s['hf_baseline']:>10,.0f}"
+              f" {s['ratio']:>6.2f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"device": str(device), "args": vars(args) | {
+            "out": str(args.out)}, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
