@@ -4,7 +4,8 @@ import json
 import shlex
 import shutil
 
-from memcap.config import synthetic_cells, train_spec
+from memcap.config import architecture, synthetic_cells, train_spec
+from memcap.shapes import param_count
 from memcap.aggregate import run_id
 
 ENV = "../envs/memcap.yaml"  # conda environment of every rule (--sdm conda)
@@ -12,6 +13,7 @@ SEEDS = config["seeds"]
 SYN = config["synthetic"]
 RT = config["runtime"]
 EV = config["evaluate"]
+VERIFY = config["verify"]
 DATA = "results/data/kind=synthetic/vocab={vocab}/seq={seq}/seed={seed}/split={split}/n={n}/data.parquet"
 CELL = "kind=synthetic/vocab={vocab}/seq={seq}/arch={arch}/precision={precision}/n={n}"
 RUN = f"results/runs/{CELL}/seed={{seed}}"
@@ -69,3 +71,13 @@ def spec_json(wc):
 
 def all_run_dirs():
     return [RUN.format(**cell, seed=s) for cell in synthetic_cells(config) for s in SEEDS]
+
+
+def verify_evaluations(wc):
+    """Evaluation records of the runs the verify plan (a checkpoint) asks for."""
+    with open(checkpoints.verify_plan.get().output[0]) as fh:
+        planned = json.load(fh)
+    cell = {"vocab": SYN["vocab_size"], "seq": SYN["seq_len"], "arch": VERIFY["arch"],
+            "precision": VERIFY["precision"]}
+    return [f"{RUN.format(**cell, n=c['n'], seed=s)}/evaluation.json"
+            for c in planned["cells"] if c["n"] is not None for s in SEEDS]

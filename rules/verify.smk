@@ -1,10 +1,6 @@
 # Predict, then verify (optional target: `snakemake --cores 2 verify`): invert the fitted
 # membership law for the target F1 values, train the dataset sizes it calls for with the
 # ordinary train/score/evaluate rules, and compare predicted with observed F1.
-from memcap.config import architecture
-from memcap.shapes import param_count
-
-VERIFY = config["verify"]
 
 
 checkpoint verify_plan:
@@ -14,6 +10,7 @@ checkpoint verify_plan:
         "results/verify/plan.json",
     params:
         precision=VERIFY["precision"],
+        seq_len=SYN["seq_len"],
         targets=VERIFY["targets"],
         params=param_count(SYN["vocab_size"], SYN["seq_len"],
                            architecture(config, VERIFY["arch"])["n_layer"],
@@ -24,17 +21,8 @@ checkpoint verify_plan:
         "results/logs/verify_plan.log",
     shell:
         "python -m memcap verify-plan --laws {input} --precision {params.precision}"
-        " --params {params.params} --seq-len {SYN[seq_len]} --targets {params.targets}"
+        " --params {params.params} --seq-len {params.seq_len} --targets {params.targets}"
         " --out {output} > {log} 2>&1"
-
-
-def verify_evaluations(wc):
-    with open(checkpoints.verify_plan.get().output[0]) as fh:
-        planned = json.load(fh)
-    cell = {"vocab": SYN["vocab_size"], "seq": SYN["seq_len"], "arch": VERIFY["arch"],
-            "precision": VERIFY["precision"]}
-    return [f"{RUN.format(**cell, n=c['n'], seed=s)}/evaluation.json"
-            for c in planned["cells"] if c["n"] is not None for s in SEEDS]
 
 
 rule verify:
