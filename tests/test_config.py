@@ -60,6 +60,12 @@ def test_wrong_type_is_named(cfg):
     assert "train.eps" in msg and "number" in msg
 
 
+def test_non_finite_number_is_named(cfg):
+    cfg["train"]["lr"] = float("nan")  # YAML .nan: passes every schema bound
+    msg = _error(cfg)
+    assert "train.lr" in msg and "finite" in msg
+
+
 def test_empty_grid_is_named(cfg):
     cfg["synthetic"]["dataset_sizes"] = []
     msg = _error(cfg)

@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, required=True)
     d.set_defaults(func=cmd_data)
 
+    def cell_inputs(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--models", type=Path, nargs="+", required=True)
+        sp.add_argument("--train-data", type=Path, nargs="+", required=True)
+        sp.add_argument("--heldout-data", type=Path, nargs="+", required=True)
+        sp.add_argument("--run-ids", nargs="+", required=True)
+
     def runtime(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--spec", required=True, help="TrainSpec as JSON")
         sp.add_argument("--seeds", required=True, help="comma-separated seeds")
@@ -186,20 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("score", help="per-sample code lengths of all seeds of one cell")
     runtime(s)
-    s.add_argument("--models", type=Path, nargs="+", required=True)
-    s.add_argument("--train-data", type=Path, nargs="+", required=True)
-    s.add_argument("--heldout-data", type=Path, nargs="+", required=True)
-    s.add_argument("--run-ids", nargs="+", required=True)
+    cell_inputs(s)
     s.add_argument("--batch-size", type=int, default=512)
     s.set_defaults(func=cmd_score)
 
     e = sub.add_parser("evaluate", help="membership inference, extraction, top samples")
     runtime(e)
-    e.add_argument("--models", type=Path, nargs="+", required=True)
-    e.add_argument("--train-data", type=Path, nargs="+", required=True)
-    e.add_argument("--heldout-data", type=Path, nargs="+", required=True)
+    cell_inputs(e)
     e.add_argument("--scores", type=Path, nargs="+", required=True)
-    e.add_argument("--run-ids", nargs="+", required=True)
     e.add_argument("--prefixes", required=True, help="comma-separated prefix lengths")
     e.add_argument("--mia-samples", type=int, default=2048)
     e.add_argument("--extraction-samples", type=int, default=256)

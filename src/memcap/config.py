@@ -50,6 +50,20 @@ def _message(err: jsonschema.ValidationError) -> str:
     return f"config key '{key}': {err.message}"
 
 
+def _non_finite(value: Any, path: tuple = ()) -> tuple | None:
+    """The path of the first NaN or infinite number in `value` (JSON schema bounds let NaN
+    through: every comparison with it is false)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = _non_finite(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
     if "$ref" in schema:
         schema = root["$defs"][schema["$ref"].split("/")[-1]]
@@ -76,11 +90,11 @@ def validate_config(config: dict) -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         raise ConfigError(_message(errors[0]))
+    bad = _non_finite(config)
+    if bad is not None:
+        raise ConfigError(f"config key '{_key(bad)}': must be a finite number")
     cfg = copy.deepcopy(config)
     _fill_defaults(cfg, schema, schema)
-    for key in ("lr",):
-        if not math.isfinite(cfg["train"][key]):
-            raise ConfigError(f"config key 'train.{key}': must be finite")
     ids = [arch_id(a) for a in cfg["architectures"]]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

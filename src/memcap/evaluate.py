@@ -197,7 +197,7 @@ def evaluate_cell(spec: TrainSpec, seeds: list[int], model_paths: list[Path],
         scores = pl.read_parquet(score_paths[m])
         members = scores.filter(pl.col("member"))
         record = {
-            "run_id": run_ids[m], "seed": seed,
+            "run_id": run_ids[m], "seed": seed, "n": spec.n,
             "mia": [{"run_id": run_ids[m], **r}
                     for r in membership_inference(scores, mia_samples)],
             "extraction": [{"run_id": run_ids[m], "prefix_len": k, "split": split,

@@ -127,10 +127,12 @@ def _roc_points(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     runs = _query(con, """SELECT r.run_id, r.arch, r.params, r.n, r.precision, m.n_members
                           FROM runs r JOIN mia m USING (run_id)
                           WHERE m.attack = 'loss' AND r.seed = (SELECT min(seed) FROM runs)""")
+    ids = ", ".join(f"'{r}'" for r in runs["run_id"])
+    all_scores = _query(con, f"""SELECT run_id, sample_id, member, nll_bits FROM samples
+                                 WHERE run_id IN ({ids})""").partition_by("run_id", as_dict=True)
     frames = []
     for run in runs.iter_rows(named=True):
-        scores = _query(con, f"""SELECT sample_id, member, nll_bits, ref_nll_bits FROM samples
-                                 WHERE run_id = '{run["run_id"]}'""")
+        scores = all_scores[(run["run_id"],)]
         members, others = balanced_sets(scores, run["n_members"])
         fpr, tpr = roc_curve(-members["nll_bits"].to_numpy(), -others["nll_bits"].to_numpy())
         frames.append(pl.DataFrame({"fpr": fpr, "tpr": tpr}).with_columns(

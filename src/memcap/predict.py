@@ -7,7 +7,6 @@ inferred? α and the law's constants come from the latest fit in the database wh
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import duckdb
@@ -82,6 +81,4 @@ def format_prediction(params: int, n: int, seq_len: int, result: dict, alpha: fl
                  f"{verdict}")
     lines.append(f"law: c1 {law['c1']:.4g}, c2 {law['c2']:.4g}, c3 {law['c3']:.4g} "
                  f"from {law_src}")
-    if not math.isfinite(f1):
-        lines.append("warning: the law is not finite here")
     return "\n".join(lines)

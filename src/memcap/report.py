@@ -58,7 +58,7 @@ def _table(df: pl.DataFrame, left: tuple[str, ...] = ()) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _status(cap: pl.DataFrame) -> pl.Expr:
+def _status() -> pl.Expr:
     return (pl.when(pl.col("saturated")).then(pl.lit("saturated"))
             .when(~pl.col("training_saturated")).then(pl.lit("lower bound: training not saturated"))
             .when(pl.col("n_at_max") == pl.col("n_max"))
@@ -144,7 +144,7 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
                  f"{PAPER_BPP_RANGE[1]}.</p>")
 
     # capacity per architecture
-    capv = cap.with_columns(status=_status(cap)).with_columns(
+    capv = cap.with_columns(status=_status()).with_columns(
         paper_bits=pl.col("arch").map_elements(
             lambda a: PAPER_CAPACITY_BITS.get(a, (None, None))[0]
             if (vocab, seq) == (2048, 64) else None, return_dtype=pl.Float64))

@@ -50,7 +50,7 @@ def summarize(plan_path: Path, evaluation_paths: list[Path], out_table: Path,
     observed: dict[int, list[float]] = {}
     for path in evaluation_paths:
         ev = read_json(path)
-        n = int(ev["run_id"].split(":n")[1].split(":")[0])
+        n = int(ev["n"])
         loss = next(m for m in ev["mia"] if m["attack"] == "loss")
         observed.setdefault(n, []).append(loss["f1_median"])
     rows = []
