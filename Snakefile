@@ -24,6 +24,7 @@ except ConfigError as err:
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/text.smk"
 include: "rules/train.smk"
 include: "rules/score.smk"
 include: "rules/evaluate.smk"

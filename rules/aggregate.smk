@@ -1,6 +1,19 @@
 # Aggregation: run records -> tables (runs, memorization, mia, extraction, top_samples) ->
 # capacity and the fitted laws -> one DuckDB file (built under a temporary name, then renamed).
-COLLECTED = ["runs", "memorization", "mia", "extraction", "top_samples"]
+COLLECTED = ["runs", "memorization", "memorization_by_reference", "mia", "extraction",
+             "top_samples", "reference_models", "text_datasets"]
+
+
+def text_records():
+    """Reference records and pool statistics of the text part (none without one)."""
+    if not TEXT["enabled"]:
+        return {"references": [], "stats": []}
+    refs = [SAME_ARCH.format(vocab=TEXT_V, seq=TEXT_S, arch=c["arch"],
+                             precision=c["precision"]).replace("scores.parquet",
+                                                               "reference.json")
+            for c in cells(config, "text") if c["n"] == TEXT_NMAX]
+    refs.append(ORACLE_RECORD.format(vocab=TEXT_V, seq=TEXT_S))
+    return {"references": refs, "stats": [TEXT_STATS]}
 
 
 rule collect:
@@ -9,16 +22,22 @@ rule collect:
         scores=lambda wc: [f"{d}/score.json" for d in all_run_dirs()],
         evaluations=lambda wc: [f"{d}/evaluation.json" for d in all_run_dirs()],
         top=lambda wc: [f"{d}/top_samples.parquet" for d in all_run_dirs()],
+        references=text_records()["references"],
+        stats=text_records()["stats"],
     output:
         expand("results/tables/{name}.parquet", name=COLLECTED),
     params:
         dirs=lambda wc: all_run_dirs(),
+        references=lambda wc, input: " ".join(["--references", *input.references])
+        if input.references else "",
+        stats=lambda wc, input: " ".join(["--text-stats", *input.stats]) if input.stats else "",
     conda:
         ENV
     log:
         "results/logs/collect.log",
     shell:
-        "python -m memcap collect --run-dirs {params.dirs} --out-dir results/tables > {log} 2>&1"
+        "python -m memcap collect --run-dirs {params.dirs} --out-dir results/tables"
+        " {params.references} {params.stats} > {log} 2>&1"
 
 
 rule laws:
@@ -29,6 +48,7 @@ rule laws:
     output:
         capacity="results/tables/capacity.parquet",
         laws="results/tables/laws.parquet",
+        double_descent="results/tables/double_descent.parquet",
     params:
         bootstrap=config["laws"]["bootstrap"],
         ci=config["laws"]["ci"],
@@ -40,12 +60,13 @@ rule laws:
     shell:
         "python -m memcap laws --runs {input.runs} --memorization {input.memorization}"
         " --mia {input.mia} --capacity-out {output.capacity} --laws-out {output.laws}"
+        " --double-descent-out {output.double_descent}"
         " --bootstrap {params.bootstrap} --ci {params.ci} --seed {params.seed} > {log} 2>&1"
 
 
 rule database:
     input:
-        tables=expand("results/tables/{name}.parquet", name=COLLECTED + ["capacity", "laws"]),
+        tables=expand("results/tables/{name}.parquet", name=COLLECTED + ["capacity", "laws", "double_descent"]),
         samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
     output:
         "results/memcap.duckdb",

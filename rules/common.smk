@@ -4,19 +4,21 @@ import json
 import shlex
 import shutil
 
-from memcap.config import architecture, synthetic_cells, train_spec
-from memcap.shapes import param_count
 from memcap.aggregate import run_id
+from memcap.config import architecture, cells, shape, text_vocab_size, train_spec
+from memcap.shapes import param_count
 
 ENV = "../envs/memcap.yaml"  # conda environment of every rule (--sdm conda)
 SEEDS = config["seeds"]
 SYN = config["synthetic"]
+TEXT = config["text"]
 RT = config["runtime"]
 EV = config["evaluate"]
 VERIFY = config["verify"]
-DATA = "results/data/kind=synthetic/vocab={vocab}/seq={seq}/seed={seed}/split={split}/n={n}/data.parquet"
-CELL = "kind=synthetic/vocab={vocab}/seq={seq}/arch={arch}/precision={precision}/n={n}"
+DATA = "results/data/kind={kind}/vocab={vocab}/seq={seq}/seed={seed}/split={split}/n={n}/data.parquet"
+CELL = "kind={kind}/vocab={vocab}/seq={seq}/arch={arch}/precision={precision}/n={n}"
 RUN = f"results/runs/{CELL}/seed={{seed}}"
+HELDOUT = {"synthetic": SYN["heldout"], "text": TEXT["heldout"]}
 
 # Training and scoring ask for one GPU when they will run on CUDA (the default profile caps
 # them). Execution settings that change no result (device, progress and checkpoint intervals,
@@ -25,6 +27,7 @@ USE_GPU = config["device"] == "cuda" or (config["device"] == "auto" and shutil.w
 
 
 wildcard_constraints:
+    kind="synthetic|text",
     vocab=r"\d+",
     seq=r"\d+",
     seed=r"\d+",
@@ -35,7 +38,7 @@ wildcard_constraints:
 
 
 def cell_keys(wc):
-    return {k: getattr(wc, k) for k in ("vocab", "seq", "arch", "precision", "n")}
+    return {k: getattr(wc, k) for k in ("kind", "vocab", "seq", "arch", "precision", "n")}
 
 
 def run_dirs(wc):
@@ -50,34 +53,36 @@ def run_files(name):
 
 def run_ids(wc):
     k = cell_keys(wc)
-    return [run_id("synthetic", k["vocab"], k["seq"], k["arch"], k["precision"], k["n"], s)
+    return [run_id(k["kind"], k["vocab"], k["seq"], k["arch"], k["precision"], k["n"], s)
             for s in SEEDS]
 
 
 def train_data(wc):
-    return [DATA.format(vocab=wc.vocab, seq=wc.seq, seed=s, split="train", n=wc.n) for s in SEEDS]
+    return [DATA.format(kind=wc.kind, vocab=wc.vocab, seq=wc.seq, seed=s, split="train", n=wc.n)
+            for s in SEEDS]
 
 
 def heldout_data(wc):
-    return [DATA.format(vocab=wc.vocab, seq=wc.seq, seed=s, split="heldout", n=SYN["heldout"])
-            for s in SEEDS]
+    return [DATA.format(kind=wc.kind, vocab=wc.vocab, seq=wc.seq, seed=s, split="heldout",
+                        n=HELDOUT[wc.kind]) for s in SEEDS]
 
 
 def spec_json(wc):
     """The cell's effective training settings, shell-quoted: its params (rerun trigger)."""
-    return shlex.quote(json.dumps(train_spec(config, wc.arch, wc.precision, int(wc.n)),
+    return shlex.quote(json.dumps(train_spec(config, wc.kind, wc.arch, wc.precision, int(wc.n)),
                                   sort_keys=True))
 
 
 def all_run_dirs():
-    return [RUN.format(**cell, seed=s) for cell in synthetic_cells(config) for s in SEEDS]
+    return [RUN.format(**cell, seed=s) for kind in ("synthetic", "text")
+            for cell in cells(config, kind) for s in SEEDS]
 
 
 def verify_evaluations(wc):
     """Evaluation records of the runs the verify plan (a checkpoint) asks for."""
     with open(checkpoints.verify_plan.get().output[0]) as fh:
         planned = json.load(fh)
-    cell = {"vocab": SYN["vocab_size"], "seq": SYN["seq_len"], "arch": VERIFY["arch"],
-            "precision": VERIFY["precision"]}
+    cell = {"kind": "synthetic", "vocab": SYN["vocab_size"], "seq": SYN["seq_len"],
+            "arch": VERIFY["arch"], "precision": VERIFY["precision"]}
     return [f"{RUN.format(**cell, n=c['n'], seed=s)}/evaluation.json"
             for c in planned["cells"] if c["n"] is not None for s in SEEDS]

@@ -4,11 +4,11 @@
 
 rule synthetic_data:
     output:
-        DATA,
+        DATA.replace("{kind}", "synthetic"),
     conda:
         ENV
     log:
-        "results/logs/data/vocab={vocab}-seq={seq}-seed={seed}-{split}-n={n}.log",
+        "results/logs/data/synthetic-vocab={vocab}-seq={seq}-seed={seed}-{split}-n={n}.log",
     shell:
         "python -m memcap data --seed {wildcards.seed} --split {wildcards.split} --n {wildcards.n}"
         " --seq-len {wildcards.seq} --vocab-size {wildcards.vocab} --out {output} > {log} 2>&1"

@@ -8,6 +8,7 @@ rule evaluate:
         train=train_data,
         heldout=heldout_data,
         scores=run_files("scores.parquet"),
+        tokenizer=lambda wc: [f"{TOKENIZER}/manifest.json"] if wc.kind == "text" else [],
     output:
         records=expand(f"{RUN}/evaluation.json", seed=SEEDS, allow_missing=True),
         top=expand(f"{RUN}/top_samples.parquet", seed=SEEDS, allow_missing=True),
@@ -19,6 +20,7 @@ rule evaluate:
         prefixes=",".join(map(str, EV["extraction_prefixes"])),
         mia_samples=EV["mia_samples"],
         extraction_samples=EV["extraction_samples"],
+        tokenizer=lambda wc: f"--tokenizer {TOKENIZER}" if wc.kind == "text" else "",
     conda:
         ENV
     log:
@@ -35,4 +37,4 @@ rule evaluate:
         " --scores {input.scores} --run-dirs {params.dirs} --run-ids {params.ids}"
         " --prefixes {params.prefixes} --mia-samples {params.mia_samples}"
         " --extraction-samples {params.extraction_samples} --device {resources.device}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} {params.tokenizer} > {log} 2>&1"

@@ -7,6 +7,7 @@ FIGURES = [
     "mia_histograms",
     "mia_law",
     "extraction_vs_n",
+    "double_descent",
 ]
 
 

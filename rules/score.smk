@@ -1,9 +1,25 @@
 # Scoring: per-sample code lengths (bits) of every training and held-out sample under each
-# seed's model, with the reference code length and mem_bits; one job per cell.
+# seed's model, with the reference code length and mem_bits; one job per cell. Text cells
+# read their references' scores of the pool (rules/text.smk).
+
+
+def reference_inputs(wc):
+    if wc.kind != "text":
+        return {}
+    return {"same_arch": SAME_ARCH.format(vocab=wc.vocab, seq=wc.seq, arch=wc.arch,
+                                          precision=wc.precision),
+            "oracle": ORACLE.format(vocab=wc.vocab, seq=wc.seq)}
+
+
+def reference_args(wc, input):
+    if wc.kind != "text":
+        return ""
+    return f"--references same-arch={input.same_arch} oracle={input.oracle}"
 
 
 rule score:
     input:
+        unpack(reference_inputs),
         models=run_files("model.safetensors"),
         train=train_data,
         heldout=heldout_data,
@@ -15,6 +31,7 @@ rule score:
         seeds=",".join(map(str, SEEDS)),
         dirs=run_dirs,
         ids=run_ids,
+        references=reference_args,
     conda:
         ENV
     log:
@@ -30,4 +47,5 @@ rule score:
         "python -m memcap score --spec {params.spec} --seeds {params.seeds} --models {input.models}"
         " --train-data {input.train} --heldout-data {input.heldout} --run-dirs {params.dirs}"
         " --run-ids {params.ids} --device {resources.device} --threads {threads}"
-        " --batch-size {resources.batch_size} > {log} 2>&1"
+        " --batch-size {resources.batch_size} --kind {wildcards.kind} {params.references}"
+        " > {log} 2>&1"

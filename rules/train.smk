@@ -32,4 +32,5 @@ rule train:
         " --device {resources.device} --threads {threads}"
         " --log-every {resources.log_every}"
         " --checkpoint-every {resources.checkpoint_every}"
-        " --label '{wildcards.arch} {wildcards.precision} n={wildcards.n}' > {log} 2>&1"
+        " --label '{wildcards.kind} {wildcards.arch} {wildcards.precision} n={wildcards.n}'"
+        " > {log} 2>&1"

@@ -18,6 +18,9 @@ import yaml
 from memcap.shapes import param_count
 
 KIND_SYNTHETIC = "synthetic"
+KIND_TEXT = "text"
+KINDS = (KIND_SYNTHETIC, KIND_TEXT)
+GPT2_VOCAB_SIZE = 50257
 
 
 class ConfigError(ValueError):
@@ -95,18 +98,26 @@ def validate_config(config: dict) -> dict:
         raise ConfigError(f"config key '{_key(bad)}': must be a finite number")
     cfg = copy.deepcopy(config)
     _fill_defaults(cfg, schema, schema)
-    ids = [arch_id(a) for a in cfg["architectures"]]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise ConfigError(f"config key 'architectures': {dupes} listed more than once")
-    for i, arch in enumerate(cfg["architectures"]):
-        head_dim = {**cfg["train"], **arch.get("train", {})}["head_dim"]
-        d = arch["d_model"]
-        if d > head_dim and d % head_dim:
-            raise ConfigError(f"config key 'architectures[{i}].d_model': {d} is not a multiple "
-                              f"of train.head_dim {head_dim}")
+    text = cfg["text"]
+    if not (cfg["synthetic"]["enabled"] or text["enabled"]):
+        raise ConfigError("config keys 'synthetic.enabled' and 'text.enabled' are both false: "
+                          "nothing to run")
+    _check_architectures(cfg, "architectures", cfg["architectures"], cfg["train"])
+    if text["enabled"]:
+        for key in ("dataset_sizes", "architectures"):
+            if key not in text:
+                raise ConfigError(f"config key 'text.{key}' is required when text.enabled is "
+                                  "true")
+        if text["source"] == "local" and "local_path" not in text:
+            raise ConfigError("config key 'text.local_path' is required when text.source is "
+                              "local (a folder or file of .txt, .jsonl or .parquet documents)")
+        _check_architectures(cfg, "text.architectures", text["architectures"],
+                             {**cfg["train"], **text.get("train", {})})
+        if "oracle" in text:
+            _check_oracle(cfg, text["oracle"])
     verify = cfg.setdefault("verify", {})
     syn = cfg["synthetic"]
+    ids = [arch_id(a) for a in cfg["architectures"]]
     largest = max(cfg["architectures"], key=lambda a: param_count(
         syn["vocab_size"], syn["seq_len"], a["n_layer"], a["d_model"]))
     verify.setdefault("arch", arch_id(largest))
@@ -120,37 +131,90 @@ def validate_config(config: dict) -> dict:
     return cfg
 
 
+def _check_architectures(cfg: dict, key: str, archs: list[dict], train: dict) -> None:
+    ids = [arch_id(a) for a in archs]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"config key '{key}': {dupes} listed more than once")
+    for i, arch in enumerate(archs):
+        head_dim = {**train, **arch.get("train", {})}["head_dim"]
+        d = arch["d_model"]
+        if d > head_dim and d % head_dim:
+            raise ConfigError(f"config key '{key}[{i}].d_model': {d} is not a multiple "
+                              f"of train.head_dim {head_dim}")
+
+
+def _check_oracle(cfg: dict, oracle: str) -> None:
+    arch, precision, n, seed = oracle.split(":")
+    text = cfg["text"]
+    problems = []
+    if arch not in [arch_id(a) for a in text["architectures"]]:
+        problems.append(f"{arch} is not in text.architectures")
+    if precision not in cfg["precisions"]:
+        problems.append(f"{precision} is not in precisions")
+    if int(n[1:]) not in text["dataset_sizes"]:
+        problems.append(f"{n[1:]} is not in text.dataset_sizes")
+    if int(seed[1:]) not in cfg["seeds"]:
+        problems.append(f"seed {seed[1:]} is not in seeds")
+    if problems:
+        raise ConfigError(f"config key 'text.oracle': {oracle!r} names no run of the text grid: "
+                          + "; ".join(problems))
+
+
 def arch_id(arch: dict) -> str:
     return f"L{arch['n_layer']}-d{arch['d_model']}"
 
 
-def architecture(config: dict, arch: str) -> dict:
-    for a in config["architectures"]:
+def architectures(config: dict, kind: str) -> list[dict]:
+    return config["text"]["architectures"] if kind == KIND_TEXT else config["architectures"]
+
+
+def architecture(config: dict, arch: str, kind: str = KIND_SYNTHETIC) -> dict:
+    for a in architectures(config, kind):
         if arch_id(a) == arch:
             return a
-    raise KeyError(f"architecture {arch!r} is not in the config")
+    raise KeyError(f"architecture {arch!r} is not in the config's {kind} architectures")
 
 
-def train_spec(config: dict, arch: str, precision: str, n: int) -> dict:
-    """The effective training settings of one cell: global train keys + the architecture's
-    overrides + its shape and data. Exactly what the cell's weights depend on."""
-    a = architecture(config, arch)
-    syn = config["synthetic"]
+def text_vocab_size(config: dict) -> int:
+    text = config["text"]
+    return GPT2_VOCAB_SIZE if text["tokenizer"] == "gpt2" else text["bpe_vocab_size"]
+
+
+def shape(config: dict, kind: str) -> tuple[int, int]:
+    """(vocabulary size, sequence length) of a kind's data."""
+    if kind == KIND_TEXT:
+        return text_vocab_size(config), config["text"]["seq_len"]
+    return config["synthetic"]["vocab_size"], config["synthetic"]["seq_len"]
+
+
+def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> dict:
+    """The effective training settings of one cell: global train keys + the text section's
+    overrides (text cells) + the architecture's overrides + its shape and data. Exactly what
+    the cell's weights depend on."""
+    a = architecture(config, arch, kind)
+    vocab, seq = shape(config, kind)
+    text_train = config["text"].get("train", {}) if kind == KIND_TEXT else {}
     return {
-        **config["train"], **a.get("train", {}),
-        "vocab_size": syn["vocab_size"], "seq_len": syn["seq_len"],
+        **config["train"], **text_train, **a.get("train", {}),
+        "vocab_size": vocab, "seq_len": seq,
         "n_layer": a["n_layer"], "d_model": a["d_model"], "precision": precision, "n": int(n),
     }
 
 
-def synthetic_cells(config: dict) -> list[dict]:
-    """Every training cell of the synthetic grid, as wildcard values."""
-    syn = config["synthetic"]
+def enabled_kinds(config: dict) -> list[str]:
+    return [k for k in KINDS if config[k]["enabled"]]
+
+
+def cells(config: dict, kind: str) -> list[dict]:
+    """Every training cell of a kind's grid, as wildcard values ([] when it is disabled)."""
+    if not config[kind]["enabled"]:
+        return []
+    vocab, seq = shape(config, kind)
     return [
-        {"vocab": syn["vocab_size"], "seq": syn["seq_len"], "arch": arch_id(a),
-         "precision": p, "n": n}
-        for a in config["architectures"] for p in config["precisions"]
-        for n in syn["dataset_sizes"]
+        {"kind": kind, "vocab": vocab, "seq": seq, "arch": arch_id(a), "precision": p, "n": n}
+        for a in architectures(config, kind) for p in config["precisions"]
+        for n in config[kind]["dataset_sizes"]
     ]
 
 

@@ -13,6 +13,7 @@ the whole continuation matches.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -155,13 +156,18 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def top_samples(scores: pl.DataFrame, tokens: np.ndarray, sample_ids: np.ndarray,
-                k: int = 20) -> pl.DataFrame:
-    """The k training samples with the most memorized bits, with their tokens as text."""
+                k: int = 20, decode: Callable[[list[int]], str] | None = None) -> pl.DataFrame:
+    """The k training samples with the most memorized bits: token ids, and the decoded text
+    when a tokenizer's `decode` is given (text runs)."""
     top = scores.filter(pl.col("member")).sort("mem_bits", descending=True).head(k)
     row_of = {int(s): i for i, s in enumerate(sample_ids)}
-    shown = [" ".join(map(str, tokens[row_of[int(s)]])) for s in top["sample_id"]]
+    rows = [tokens[row_of[int(s)]] for s in top["sample_id"]]
     return (top.select("run_id", "sample_id", "mem_bits", "nll_bits", "ref_nll_bits", "tfidf")
-            .with_columns(rank=pl.int_range(1, top.height + 1), tokens=pl.Series(shown)))
+            .with_columns(rank=pl.int_range(1, top.height + 1),
+                          tokens=pl.Series([" ".join(map(str, r)) for r in rows],
+                                           dtype=pl.String),
+                          text=pl.Series([decode(r.tolist()) if decode else None for r in rows],
+                                         dtype=pl.String)))
 
 
 def evaluate_cell(spec: TrainSpec, seeds: list[int], model_paths: list[Path],
@@ -169,11 +175,12 @@ def evaluate_cell(spec: TrainSpec, seeds: list[int], model_paths: list[Path],
                   out_dirs: list[Path], run_ids: list[str],
                   prefix_lens: list[int], mia_samples: int = 2048,
                   extraction_samples: int = 256, device: str = "auto",
-                  threads: int = 1) -> list[dict]:
+                  threads: int = 1, tokenizer: Path | None = None) -> list[dict]:
     """MIA, extraction and TF-IDF for every seed of a cell.
 
     Writes per seed `evaluation.json` (mia and extraction rows, TF-IDF correlation) and
-    `top_samples.parquet` (the 20 most memorized training samples).
+    `top_samples.parquet` (the 20 most memorized training samples, decoded with the
+    tokenizer in folder `tokenizer` when given). Scores against the primary reference only.
     """
     torch_device = dev.resolve_device(device)
     dtype = dev.configure(torch_device, spec.precision, threads)
@@ -192,9 +199,14 @@ def evaluate_cell(spec: TrainSpec, seeds: list[int], model_paths: list[Path],
         for split, toks in splits.items():
             for k in prefixes:
                 extracted[split, k] = greedy_extraction(model, toks, k).float().mean(1).cpu()
+    decode = None
+    if tokenizer is not None:
+        from memcap.text import load_tokenizer
+
+        decode = load_tokenizer(tokenizer).decode
     records = []
     for m, seed in enumerate(seeds):
-        scores = pl.read_parquet(score_paths[m])
+        scores = pl.read_parquet(score_paths[m]).filter(pl.col("primary_reference"))
         members = scores.filter(pl.col("member"))
         record = {
             "run_id": run_ids[m], "seed": seed, "n": spec.n,
@@ -208,7 +220,7 @@ def evaluate_cell(spec: TrainSpec, seeds: list[int], model_paths: list[Path],
         }
         out = Path(out_dirs[m])
         with atomic_path(out / "top_samples.parquet") as tmp:
-            top_samples(scores, train[m][1], train[m][0]).write_parquet(tmp)
+            top_samples(scores, train[m][1], train[m][0], decode=decode).write_parquet(tmp)
         write_json(out / "evaluation.json", record)
         records.append(record)
     return records

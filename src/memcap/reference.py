@@ -1,0 +1,112 @@
+"""Reference models for text (SCIENCE.md §1): each scores the whole pool once.
+
+  same-arch  the run of the same architecture and precision trained on the largest text
+             dataset of the experiment (the paper: equal parameter count, the entire dataset)
+  oracle     the text run with the lowest held-out loss (or the run the config names; the
+             record then says whether it really has the lowest held-out loss)
+
+A reference's score file holds nll(x | θ) in bits for every train-pool and held-out sample of
+the pool, keyed by sample_id, so every run's samples find their reference code length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from memcap import device as dev
+from memcap.data import read_tokens
+from memcap.io import atomic_path, read_json, write_json
+from memcap.model import sequence_nll_bits
+from memcap.text import read_pool
+from memcap.train import TrainSpec, load_packed
+
+
+def run_spec(run_dir: Path) -> TrainSpec:
+    """The training spec recorded in a run's run.json."""
+    record = read_json(Path(run_dir) / "run.json")
+    return TrainSpec(**{f.name: record[f.name] for f in fields(TrainSpec)})
+
+
+def _bits(spec: TrainSpec, model_path: Path, tokens: np.ndarray, device: torch.device,
+          batch_size: int, threads: int) -> np.ndarray:
+    dtype = dev.configure(device, spec.precision, threads)
+    model = load_packed(spec, [model_path], device)
+    toks = torch.from_numpy(tokens).unsqueeze(0).to(device)
+    return sequence_nll_bits(model, toks, batch_size, dev.autocast(device, dtype))[0].cpu().numpy()
+
+
+def score_reference(run_dir: Path, pool_path: Path, out_path: Path, reference: str,
+                    run_id: str, device: str = "auto", threads: int = 1,
+                    batch_size: int = 512) -> dict:
+    """nll(x | reference) of every pool sample -> out_path (sample_id, split, nll_bits)."""
+    torch_device = dev.resolve_device(device)
+    spec = run_spec(run_dir)
+    pool = read_pool(pool_path)
+    tokens = pool["tokens"].to_numpy().astype(np.int64)
+    if tokens.shape[1] != spec.seq_len:
+        raise ValueError(f"pool {pool_path} has {tokens.shape[1]}-token samples; the reference "
+                         f"run {run_id} was trained on {spec.seq_len}")
+    bits = _bits(spec, Path(run_dir) / "model.safetensors", tokens, torch_device, batch_size,
+                 threads)
+    frame = pl.DataFrame({"sample_id": pool["sample_id"], "split": pool["split"],
+                          "nll_bits": pl.Series(bits, dtype=pl.Float64)})
+    with atomic_path(out_path) as tmp:
+        frame.write_parquet(tmp)
+    held = frame.filter(pl.col("split") == "heldout")["nll_bits"]
+    return {"reference": reference, "run_id": run_id, "samples": frame.height,
+            "heldout_loss": float(held.mean() * math.log(2) / (spec.seq_len - 1))
+            if held.len() else None}
+
+
+def heldout_losses(run_dirs: list[Path], run_ids: list[str], heldout_path: Path,
+                   device: str = "auto", threads: int = 1, batch_size: int = 512
+                   ) -> pl.DataFrame:
+    """Held-out loss (nats per predicted token) of every run on one held-out set."""
+    torch_device = dev.resolve_device(device)
+    _, tokens = read_tokens(heldout_path)
+    rows = []
+    for run_dir, rid in zip(run_dirs, run_ids, strict=True):
+        spec = run_spec(run_dir)
+        bits = _bits(spec, Path(run_dir) / "model.safetensors", tokens, torch_device,
+                     batch_size, threads)
+        rows.append({"run_id": rid, "run_dir": str(run_dir), "params": spec.params,
+                     "heldout_loss": float(bits.mean() * math.log(2) / (spec.seq_len - 1))})
+    return pl.DataFrame(rows).sort("heldout_loss", "params", "run_id")
+
+
+def choose_oracle(losses: pl.DataFrame, named: str | None) -> tuple[dict, dict]:
+    """(chosen row, record): the lowest held-out loss, or the named run (a run_id suffix such
+    as 'L8-d64:fp32:n4096:s0'), with whether the named run is the lowest."""
+    lowest = losses.row(0, named=True)
+    if not named:
+        return lowest, {"named": None, "chosen": lowest["run_id"],
+                        "lowest": lowest["run_id"], "chosen_is_lowest": True}
+    match = losses.filter(pl.col("run_id").str.ends_with(":" + named))
+    if match.height != 1:
+        raise ValueError(f"config key 'text.oracle': {named!r} matches {match.height} text runs; "
+                         f"known runs: {losses['run_id'].to_list()[:8]}…")
+    chosen = match.row(0, named=True)
+    return chosen, {"named": named, "chosen": chosen["run_id"], "lowest": lowest["run_id"],
+                    "chosen_is_lowest": chosen["run_id"] == lowest["run_id"],
+                    "heldout_loss_gap": chosen["heldout_loss"] - lowest["heldout_loss"]}
+
+
+def oracle_reference(run_dirs: list[Path], run_ids: list[str], heldout_path: Path,
+                     pool_path: Path, out_path: Path, record_path: Path,
+                     named: str | None = None, device: str = "auto", threads: int = 1,
+                     batch_size: int = 512) -> dict:
+    """Pick the oracle among the text runs and score the pool with it."""
+    losses = heldout_losses(run_dirs, run_ids, heldout_path, device, threads, batch_size)
+    chosen, record = choose_oracle(losses, named)
+    scored = score_reference(Path(chosen["run_dir"]), pool_path, out_path, "oracle",
+                             chosen["run_id"], device, threads, batch_size)
+    record = {**record, **scored,
+              "candidates": losses.drop("run_dir").to_dicts()}
+    write_json(record_path, record)
+    return record

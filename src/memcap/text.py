@@ -1,0 +1,298 @@
+"""Real text: document split, tokenizers, samples, exact deduplication, dataset subsets.
+
+The flow (one function per workflow job):
+
+  documents (corpus, doc_id, text)      -> `assign_splits`: train pool or held-out, by document
+  train-pool documents                  -> `train_bpe` (or the GPT-2 files) -> tokenizer artifact
+  documents + tokenizer                 -> `build_pool`: S-token samples, deduplicated, with ids
+  pool                                  -> `write_text_dataset`: the first N of a seeded order
+
+A document's split is a pure function of (split_seed, doc_id), so adding a corpus never moves
+another corpus's documents between train and held-out. Samples carry the doc_id they came from;
+no document contributes to both splits. Dataset sizes are nested: the dataset of size N of seed
+s is the first N samples of seed s's permutation of the pool, whatever other sizes exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from memcap.config import GPT2_VOCAB_SIZE
+from memcap.data import HELDOUT_ID_OFFSET, tokens_frame
+from memcap.io import atomic_path, write_json
+
+TOKENIZERS = ("bpe", "gpt2")
+SAMPLINGS = ("first", "windows")
+# tiktoken's r50k pattern (the GPT-2 pre-tokenizer); the files' hashes are the ones tiktoken
+# pins for "gpt2", so a wrong file fails loudly.
+GPT2_PATTERN = (r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+
+
+class TextDataError(ValueError):
+    """Text input that cannot give what the config asks for (too few samples, bad files)."""
+
+
+# ---------------------------------------------------------------- documents and their split
+
+def documents_frame(docs: list[tuple[str, str]], corpus: str | None = None) -> pl.DataFrame:
+    """(doc_id, text) pairs -> a frame with corpus, doc_id, text; corpus defaults to the
+    doc_id's first path component."""
+    ids = [d for d, _ in docs]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise TextDataError(f"document ids must be unique; repeated: {dupes}")
+    return pl.DataFrame({
+        "corpus": [corpus or d.split("/", 1)[0] for d in ids],
+        "doc_id": ids,
+        "text": [t for _, t in docs],
+    }, schema={"corpus": pl.String, "doc_id": pl.String, "text": pl.String})
+
+
+def _unit_hash(seed: int, key: str) -> float:
+    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def assign_splits(docs: pl.DataFrame, heldout_fraction: float, split_seed: int) -> pl.DataFrame:
+    """Add `split` ("train" / "heldout"): a document is held out when a hash of
+    (split_seed, doc_id) falls below heldout_fraction. Sorted by doc_id."""
+    if not 0 < heldout_fraction < 1:
+        raise TextDataError(f"text.heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    u = [_unit_hash(split_seed, d) for d in docs["doc_id"]]
+    return (docs.with_columns(split=pl.when(pl.Series(u) < heldout_fraction)
+                              .then(pl.lit("heldout")).otherwise(pl.lit("train")))
+            .sort("doc_id"))
+
+
+# ---------------------------------------------------------------- tokenizers
+
+@dataclass
+class Tokenizer:
+    """A trained byte-level BPE (HF tokenizers) or GPT-2's (tiktoken), behind one interface."""
+
+    kind: str
+    vocab_size: int
+    _impl: object
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self.kind == "gpt2":
+            return self._impl.encode_ordinary_batch(texts)
+        return [e.ids for e in self._impl.encode_batch(texts)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self._impl.decode(list(map(int, ids)))
+
+
+def train_bpe(texts: list[str], vocab_size: int, out_dir: Path) -> Path:
+    """Train a byte-level BPE of exactly `vocab_size` tokens on `texts`; write
+    out_dir/tokenizer.json (HF format) and out_dir/manifest.json. Deterministic for the same
+    texts in the same order."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < 257:
+        raise TextDataError(f"text.bpe_vocab_size must be at least 257 (256 bytes + 1 merge), "
+                            f"got {vocab_size}")
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=[])
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    got = tok.get_vocab_size()
+    if got != vocab_size:
+        raise TextDataError(f"BPE training reached {got} tokens, not text.bpe_vocab_size "
+                            f"{vocab_size}: the training documents are too small for it")
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / "tokenizer.json") as tmp:
+        tok.save(str(tmp))
+    write_json(out_dir / "manifest.json", {"kind": "bpe", "vocab_size": vocab_size,
+                                           "trained_on_documents": len(texts)})
+    return out_dir
+
+
+def install_gpt2(vocab_bpe: Path, encoder_json: Path, out_dir: Path) -> Path:
+    """Copy GPT-2's vocab.bpe and encoder.json into out_dir (hashes checked) + manifest."""
+    out_dir = Path(out_dir)
+    for src, name, want in ((vocab_bpe, "vocab.bpe", GPT2_VOCAB_BPE_SHA256),
+                            (encoder_json, "encoder.json", GPT2_ENCODER_JSON_SHA256)):
+        data = Path(src).read_bytes()
+        got = hashlib.sha256(data).hexdigest()
+        if got != want:
+            raise TextDataError(f"GPT-2 tokenizer file {src}: SHA-256 {got}, expected {want}")
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_bytes(data)
+    write_json(out_dir / "manifest.json", {"kind": "gpt2", "vocab_size": GPT2_VOCAB_SIZE})
+    return out_dir
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer saved in folder `path` by train_bpe or install_gpt2."""
+    path = Path(path)
+    manifest = path / "manifest.json"
+    if not manifest.exists():
+        raise FileNotFoundError(f"tokenizer folder {path} has no manifest.json")
+    info = json.loads(manifest.read_text())
+    if info["kind"] == "gpt2":
+        import tiktoken
+        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(path / "vocab.bpe"), encoder_json_file=str(path / "encoder.json"),
+            vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256, encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
+        enc = tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                                special_tokens={"<|endoftext|>": 50256},
+                                explicit_n_vocab=GPT2_VOCAB_SIZE)
+        return Tokenizer("gpt2", GPT2_VOCAB_SIZE, enc)
+    if info["kind"] == "bpe":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return Tokenizer("bpe", int(info["vocab_size"]),
+                         HFTokenizer.from_file(str(path / "tokenizer.json")))
+    raise ValueError(f"{manifest}: unknown tokenizer kind {info['kind']!r}")
+
+
+# ---------------------------------------------------------------- samples and deduplication
+
+def cut_samples(doc_tokens: list[list[int]], seq_len: int, sampling: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """S-token samples of each document: the first S tokens (the paper's way; shorter
+    documents give none) or every consecutive, non-overlapping S-token window.
+    Returns (document index per sample (K,), tokens (K, S))."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"text.sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    doc_index, rows = [], []
+    for i, toks in enumerate(doc_tokens):
+        count = len(toks) // seq_len
+        if sampling == "first":
+            count = min(count, 1)
+        if count:
+            rows.append(np.asarray(toks[:count * seq_len], dtype=np.int64).reshape(count,
+                                                                                  seq_len))
+            doc_index += [i] * count
+    tokens = np.concatenate(rows) if rows else np.zeros((0, seq_len), dtype=np.int64)
+    return np.asarray(doc_index, dtype=np.int64), tokens
+
+
+def dedup_mask(tokens: np.ndarray, is_heldout: np.ndarray) -> np.ndarray:
+    """Exact deduplication: keep the first copy of every token sequence within a split, and
+    drop a held-out sample whose sequence also occurs in the train pool (it would be a
+    member in disguise). Returns a keep mask."""
+    keys = [row.tobytes() for row in np.ascontiguousarray(tokens)]
+    keep = np.zeros(len(keys), dtype=bool)
+    train_seen: set[bytes] = set()
+    for i in np.flatnonzero(~is_heldout):
+        if keys[i] not in train_seen:
+            train_seen.add(keys[i])
+            keep[i] = True
+    held_seen: set[bytes] = set()
+    for i in np.flatnonzero(is_heldout):
+        if keys[i] not in train_seen and keys[i] not in held_seen:
+            held_seen.add(keys[i])
+            keep[i] = True
+    return keep
+
+
+def build_pool(docs: pl.DataFrame, tokenizer: Tokenizer, seq_len: int, sampling: str,
+               out_path: Path, stats_path: Path, label: dict | None = None) -> dict:
+    """Tokenize every document, cut samples, deduplicate, and write the pool.
+
+    Pool Parquet: sample_id (train 0.., held-out HELDOUT_ID_OFFSET + j, in document order),
+    split, corpus, doc_id, tokens. Statistics JSON: documents, tokens and samples per split
+    before and after deduplication (the `text_datasets` table), per corpus too.
+    """
+    texts = docs["text"].to_list()
+    doc_tokens = tokenizer.encode_batch(texts)
+    doc_index, tokens = cut_samples(doc_tokens, seq_len, sampling)
+    split = docs["split"].to_numpy()[doc_index]
+    is_heldout = split == "heldout"
+    keep = dedup_mask(tokens, is_heldout)
+
+    ids = np.empty(len(tokens), dtype=np.int64)
+    for heldout, offset in ((False, 0), (True, HELDOUT_ID_OFFSET)):
+        rows = np.flatnonzero(keep & (is_heldout == heldout))
+        ids[rows] = offset + np.arange(len(rows))
+    kept = np.flatnonzero(keep)
+    pool = tokens_frame(ids[kept], tokens[kept], tokenizer.vocab_size).with_columns(
+        split=pl.Series(split[kept]),
+        corpus=pl.Series(docs["corpus"].to_numpy()[doc_index[kept]]),
+        doc_id=pl.Series(docs["doc_id"].to_numpy()[doc_index[kept]]),
+    ).select("sample_id", "split", "corpus", "doc_id", "tokens")
+    with atomic_path(out_path) as tmp:
+        pool.write_parquet(tmp)
+
+    n_tokens = np.array([len(t) for t in doc_tokens])
+    per_sample = pl.DataFrame({"corpus": docs["corpus"].to_numpy()[doc_index],
+                               "split": split, "kept": keep})
+    per_doc = pl.DataFrame({"corpus": docs["corpus"].to_list(), "split": docs["split"].to_list(),
+                            "tokens": n_tokens})
+
+    def summary(where: pl.Expr) -> dict:
+        s, d = per_sample.filter(where), per_doc.filter(where)
+        before, after = s.height, int(s["kept"].sum())
+        return {"documents": d.height, "tokens": int(d["tokens"].sum()),
+                "samples_before_dedup": before, "samples_after_dedup": after,
+                "duplicates": before - after,
+                "duplicate_pct": 100.0 * (before - after) / before if before else 0.0}
+
+    rows = []
+    for corpus in [None, *sorted(set(docs["corpus"].to_list()))]:
+        for sp in ("train", "heldout"):
+            where = pl.col("split") == sp
+            if corpus is not None:
+                where = where & (pl.col("corpus") == corpus)
+            rows.append({**(label or {}), "corpus": corpus or "all", "split": sp,
+                         **summary(where)})
+    stats = {"seq_len": seq_len, "sampling": sampling, "tokenizer": tokenizer.kind,
+             "vocab_size": tokenizer.vocab_size, "rows": rows}
+    write_json(stats_path, stats)
+    return stats
+
+
+def read_pool(path: Path) -> pl.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"text pool {path} does not exist")
+    return pl.read_parquet(path)
+
+
+def _permutation(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, 0x7E47]).permutation(n)
+
+
+def write_text_dataset(pool_path: Path, out_path: Path, *, seed: int, split: str,
+                       n: int) -> None:
+    """The first n samples of seed `seed`'s permutation of the pool's `split` part (train:
+    nested over n; held-out: every seed gets the same set, so held-out losses compare)."""
+    pool = read_pool(pool_path).filter(pl.col("split") == split).sort("sample_id")
+    if n > pool.height:
+        raise TextDataError(
+            f"text dataset of {n} {split} samples asked for, but the {split} part of the pool "
+            f"{pool_path} holds {pool.height}; lower text.dataset_sizes / text.heldout, use "
+            "more corpora, or text.sampling: windows")
+    order = _permutation(pool.height, seed if split == "train" else 0)[:n]
+    with atomic_path(out_path) as tmp:
+        pool[order].select("sample_id", "tokens").write_parquet(tmp)
+
+
+def text_datasets_table(stats_path: Path) -> pl.DataFrame:
+    """The `text_datasets` table: one row per corpus (and "all") × split."""
+    stats = json.loads(Path(stats_path).read_text())
+    return pl.DataFrame(stats["rows"]).with_columns(
+        tokenizer=pl.lit(stats["tokenizer"]), vocab_size=pl.lit(stats["vocab_size"]),
+        seq_len=pl.lit(stats["seq_len"]), sampling=pl.lit(stats["sampling"]))
+
+
+def tokenizer_threads(threads: int) -> None:
+    """HF tokenizers use every core unless told otherwise; a job gets `threads`."""
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
