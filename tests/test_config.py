@@ -4,7 +4,15 @@ import pytest
 import yaml
 
 from conftest import REPO
-from memcap.config import ConfigError, load_config, train_spec, validate_config
+from memcap.config import (
+    ConfigError,
+    cells,
+    load_config,
+    text_vocab_size,
+    train_spec,
+    validate_config,
+)
+from memcap.shapes import param_count
 
 
 @pytest.fixture
@@ -17,6 +25,55 @@ def cfg():
 def test_shipped_configs_are_valid(name):
     cfg = load_config(str(REPO / name))
     assert cfg["train"]["steps"] >= 1
+
+
+def merged(name: str) -> dict:
+    """A named config merged over config.yaml, as `snakemake --configfile NAME` does."""
+    def merge(base: dict, over: dict) -> dict:
+        for key, value in over.items():
+            base[key] = (merge(base[key], value) if isinstance(value, dict)
+                         and isinstance(base.get(key), dict) else value)
+        return base
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    return validate_config(merge(base, yaml.safe_load((REPO / name).read_text())))
+
+
+def test_paper_text_config_is_the_papers_text_setup():
+    cfg = merged("configs/paper-text.yaml")
+    assert not cfg["synthetic"]["enabled"] and cfg["text"]["enabled"]
+    assert cfg["text"]["tokenizer"] == "gpt2" and text_vocab_size(cfg) == 50257
+    assert cfg["text"]["seq_len"] == 64
+    archs = [(a["n_layer"], a["d_model"]) for a in cfg["text"]["architectures"]]
+    assert archs == [(8, 32), (8, 64), (8, 128), (8, 256)]
+    assert [param_count(50257, 64, L, d) for L, d in archs] == [
+        1_711_968, 3_620_544, 8_027_520, 19_200_768]
+    sizes = cfg["text"]["dataset_sizes"]
+    assert all(n & (n - 1) == 0 for n in sizes)
+    assert cells(cfg, "synthetic") == [] and len(cells(cfg, "text")) == 4 * len(sizes)
+
+
+def test_text_section_rules(cfg):
+    text = copy.deepcopy(cfg)
+    del text["text"]["dataset_sizes"]
+    assert "text.dataset_sizes" in _error(text)
+    local = copy.deepcopy(cfg)
+    local["text"]["source"] = "local"
+    assert "text.local_path" in _error(local)
+    oracle = copy.deepcopy(cfg)
+    oracle["text"]["oracle"] = "L1-d32:fp32:n999:s0"
+    assert "text.oracle" in _error(oracle) and "999" in _error(oracle)
+    none = copy.deepcopy(cfg)
+    none["synthetic"]["enabled"] = none["text"]["enabled"] = False
+    assert "nothing to run" in _error(none)
+    bad = copy.deepcopy(cfg)
+    bad["text"]["corpora"] = ["wikipedia"]
+    assert "text.corpora" in _error(bad)
+    # text-only training overrides reach text cells, not synthetic ones
+    cfg["text"]["train"] = {"lr": 0.005}
+    cfg = validate_config(cfg)
+    assert train_spec(cfg, "text", "L1-d16", "fp32", 32)["lr"] == 0.005
+    assert train_spec(cfg, "text", "L1-d16", "fp32", 32)["vocab_size"] == 512
+    assert train_spec(cfg, "synthetic", "L1-d16", "fp32", 32)["lr"] == cfg["train"]["lr"]
 
 
 def test_paper_config_is_the_papers_grid():
@@ -93,8 +150,8 @@ def test_duplicate_architecture_and_head_dim(cfg):
 def test_architecture_override_reaches_only_its_cells(cfg):
     cfg["architectures"][0]["train"] = {"lr": 0.1}
     cfg = validate_config(cfg)
-    assert train_spec(cfg, "L1-d8", "fp32", 16)["lr"] == 0.1
-    assert train_spec(cfg, "L1-d16", "fp32", 16)["lr"] == cfg["train"]["lr"]
+    assert train_spec(cfg, "synthetic", "L1-d8", "fp32", 16)["lr"] == 0.1
+    assert train_spec(cfg, "synthetic", "L1-d16", "fp32", 16)["lr"] == cfg["train"]["lr"]
 
 
 def test_verify_defaults_to_the_largest_model(cfg):

@@ -63,17 +63,18 @@ def db(smoke, monkeypatch):
 def test_database_follows_the_contract(db):
     columns = {name: {r[0] for r in db.sql(f"DESCRIBE {name}").fetchall()}
                for name in ("runs", "samples", "memorization", "capacity", "laws", "mia",
-                            "extraction", "top_samples")}
+                            "extraction", "top_samples", "memorization_by_reference",
+                            "reference_models", "text_datasets", "double_descent")}
     assert {"run_id", "kind", "vocab_size", "seq_len", "n", "seed", "n_layer", "d_model",
             "params", "precision", "steps", "saturated", "final_train_loss", "heldout_loss",
             "device", "train_seconds"} <= columns["runs"]
     assert {"run_id", "sample_id", "member", "nll_bits", "ref_nll_bits",
-            "mem_bits"} <= columns["samples"]
+            "mem_bits", "reference", "primary_reference"} <= columns["samples"]
     assert {"run_id", "mem_bits", "mem_bits_unclamped", "dataset_bits", "dataset_entropy_bits",
             "capacity_ratio"} <= columns["memorization"]
     # memorizable bits N·(S−1)·log2 V beside the paper's H(D) = N·S·log2 V (V 16, S 16)
     ratio = db.sql("""SELECT max(abs(dataset_bits / dataset_entropy_bits - 15 / 16))
-                      FROM memorization""").fetchall()[0][0]
+                      FROM memorization WHERE run_id LIKE 'synthetic:%'""").fetchall()[0][0]
     assert ratio < 1e-12
     assert {"params", "capacity_bits", "n_at_max", "bits_per_param",
             "saturated"} <= columns["capacity"]
@@ -81,26 +82,41 @@ def test_database_follows_the_contract(db):
     assert {"run_id", "attack", "auc", "f1_median", "f1_best", "tpr_at_1pct_fpr",
             "tpr_at_0_1pct_fpr"} <= columns["mia"]
     assert {"run_id", "prefix_len", "split", "rate"} <= columns["extraction"]
-    assert {"run_id", "rank", "sample_id", "mem_bits", "tfidf", "tokens"} <= columns["top_samples"]
+    assert {"run_id", "rank", "sample_id", "mem_bits", "tfidf", "tokens",
+            "text"} <= columns["top_samples"]
     assert "tfidf" in columns["samples"]
-    laws = db.sql("SELECT law, parameter FROM laws ORDER BY ALL").fetchall()
-    assert laws == [("capacity", "alpha"), ("capacity", "mean_bits_per_param"),
-                    ("mia_f1", "c1"), ("mia_f1", "c2"), ("mia_f1", "c3")]
-    # 12 runs × 2 attacks; 12 runs × prefixes {8, 15} × {train, heldout}
-    assert db.sql("SELECT count(*) FROM mia").fetchall()[0][0] == 24
-    assert db.sql("SELECT count(*) FROM extraction").fetchall()[0][0] == 48
-    # 2 architectures × 3 sizes × 2 seeds; every run scored on N members + 64 held-out
-    assert db.sql("SELECT count(*) FROM runs").fetchall()[0][0] == 12
-    bad = db.sql("""SELECT count(*) FROM runs r JOIN (SELECT run_id, count(*) FILTER (member) AS
-                    m, count(*) FILTER (NOT member) AS h FROM samples GROUP BY run_id) s
-                    USING (run_id) WHERE s.m <> r.n OR s.h <> 64""").fetchall()[0][0]
+    laws = db.sql("SELECT kind, law, parameter FROM laws ORDER BY ALL").fetchall()
+    assert laws == [("synthetic", "capacity", "alpha"),
+                    ("synthetic", "capacity", "mean_bits_per_param"),
+                    *[(kind, "mia_f1", c) for kind in ("synthetic", "text")
+                      for c in ("c1", "c2", "c3")]]
+    # per kind 12 runs × 2 attacks; 12 runs × prefixes {8, 15} × {train, heldout}
+    assert db.sql("SELECT count(*) FROM mia").fetchall()[0][0] == 48
+    assert db.sql("SELECT count(*) FROM extraction").fetchall()[0][0] == 96
+    # per kind 2 architectures × 3 sizes × 2 seeds; every run scored on N members + 64
+    # held-out against each reference (synthetic: uniform; text: same-arch and oracle)
+    assert db.sql("SELECT kind, count(*) FROM runs GROUP BY ALL ORDER BY 1").fetchall() == [
+        ("synthetic", 12), ("text", 12)]
+    bad = db.sql("""SELECT count(*) FROM runs r JOIN (SELECT run_id, reference,
+                    count(*) FILTER (member) AS m, count(*) FILTER (NOT member) AS h
+                    FROM samples GROUP BY ALL) s USING (run_id)
+                    WHERE s.m <> r.n OR s.h <> 64""").fetchall()[0][0]
     assert bad == 0
+    refs = db.sql("""SELECT r.kind, list(DISTINCT s.reference ORDER BY s.reference)
+                     FROM samples s JOIN runs r USING (run_id) GROUP BY ALL ORDER BY 1""")
+    assert refs.fetchall() == [("synthetic", ["uniform"]), ("text", ["oracle", "same-arch"])]
 
 
 def test_memorization_totals_equal_the_per_sample_sums(db):
     worst = db.sql("""SELECT max(abs(m.mem_bits - s.total)) FROM memorization m JOIN
-                      (SELECT run_id, sum(mem_bits) AS total FROM samples WHERE member
-                       GROUP BY run_id) s USING (run_id)""").fetchall()[0][0]
+                      (SELECT run_id, sum(mem_bits) AS total FROM samples
+                       WHERE member AND primary_reference GROUP BY run_id) s USING (run_id)
+                   """).fetchall()[0][0]
+    assert worst < 1e-6
+    worst = db.sql("""SELECT max(abs(m.mem_bits - s.total)) FROM memorization_by_reference m
+                      JOIN (SELECT run_id, reference, sum(mem_bits) AS total FROM samples
+                            WHERE member GROUP BY ALL) s USING (run_id, reference)
+                   """).fetchall()[0][0]
     assert worst < 1e-6
 
 
@@ -114,10 +130,11 @@ def test_mem_bits_is_the_clamped_difference_on_every_row(db):
 def test_science_of_the_smoke_run(db):
     # N = 8 is far below both models' capacity: nearly all memorizable bits are memorized
     fracs = db.sql("""SELECT min(mem_bits / dataset_bits) FROM memorization JOIN runs
-                      USING (run_id) WHERE n = 8""").fetchall()[0][0]
+                      USING (run_id) WHERE n = 8 AND kind = 'synthetic'""").fetchall()[0][0]
     assert fracs >= 0.9
     # capacity grows with parameters, and α is positive with an ordered CI
-    caps = db.sql("SELECT capacity_bits FROM capacity ORDER BY params").fetchall()
+    caps = db.sql("""SELECT capacity_bits FROM capacity WHERE kind = 'synthetic'
+                     ORDER BY params""").fetchall()
     assert caps[0][0] < caps[1][0]
     value, lo, hi = db.sql("""SELECT value, ci_low, ci_high FROM laws
                               WHERE parameter = 'alpha'""").fetchall()[0]
@@ -135,15 +152,16 @@ def test_science_of_the_smoke_run(db):
 def test_figures_and_report(smoke):
     figs = smoke / "results/figures"
     for name in ("memorization_vs_n", "capacity_vs_params", "bits_per_param", "mia_roc",
-                 "mia_histograms", "mia_law", "extraction_vs_n"):
+                 "mia_histograms", "mia_law", "extraction_vs_n", "double_descent"):
         html = (figs / f"{name}.html").read_text()
         assert "vega" in html and not re.search(r"<script[^>]+src=['\"]https?:", html)
         assert (figs / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (smoke / "results/report.html").read_text()
     assert "Bits per parameter" in report and "lower bound" in report
-    assert report.count("data:image/png;base64,") == 7
+    assert report.count("data:image/png;base64,") == 8
     for section in ("Membership inference", "Membership-inference law", "validation table",
-                    "Extraction", "most memorized"):
+                    "Extraction", "most memorized", "Real text", "Double descent",
+                    "held-out loss peaks"):
         assert section in report
 
 
@@ -183,14 +201,76 @@ def test_a_hyperparameter_reruns_only_the_cells_it_affects(smoke):
 
     def everywhere(cfg):
         cfg["train"]["beta2"] = 0.95
-    assert plan(smoke, edited(smoke, "beta2", everywhere)) == {"train": 6, "score": 6,
-                                                               "evaluate": 6, **AGGREGATES}
+    # 6 synthetic + 6 text cells; the text references are retrained runs, so they rescore
+    assert plan(smoke, edited(smoke, "beta2", everywhere)) == {
+        "train": 12, "score": 12, "evaluate": 12, "same_arch_reference": 2,
+        "oracle_reference": 1, **AGGREGATES}
+
+    def text_only(cfg):
+        cfg["text"]["train"] = {"lr": 0.02}
+    assert plan(smoke, edited(smoke, "textlr", text_only)) == {
+        "train": 6, "score": 6, "evaluate": 6, "same_arch_reference": 2,
+        "oracle_reference": 1, **AGGREGATES}
 
 
 def test_an_evaluation_setting_reruns_only_evaluation(smoke):
     def edit(cfg):
         cfg["evaluate"] = {"mia_samples": 16}
-    assert plan(smoke, edited(smoke, "mia", edit)) == {"evaluate": 6, **AGGREGATES}
+    assert plan(smoke, edited(smoke, "mia", edit)) == {"evaluate": 12, **AGGREGATES}
+
+
+def test_a_smaller_text_size_trains_only_its_cells(smoke):
+    def edit(cfg):
+        cfg["text"]["dataset_sizes"] = [8, 16, 32, 128]
+    # the new runs are oracle candidates, so the oracle is chosen again and text rescored
+    assert plan(smoke, edited(smoke, "textsize", edit)) == {
+        "text_data": 2, "train": 2, "oracle_reference": 1, "score": 8, "evaluate": 8,
+        **AGGREGATES}
+
+
+def test_a_text_setting_reruns_the_text_part_only(smoke):
+    def edit(cfg):
+        cfg["text"]["seq_len"] = 12
+    jobs = plan(smoke, edited(smoke, "textseq", edit))
+    assert jobs["text_pool"] == 1 and jobs["train"] == 6 and "text_tokenizer" not in jobs
+    assert "synthetic_data" not in jobs and "fetch" not in jobs
+
+
+def test_text_part_of_the_smoke_run(smoke, db):
+    # per-sample memorization is never negative and falls as N grows, per architecture
+    assert db.sql("SELECT min(mem_bits) FROM samples").fetchall()[0][0] >= 0
+    per_sample = db.sql("""SELECT r.arch, r.n, avg(s.mem_bits) FROM samples s JOIN runs r
+                           USING (run_id) WHERE r.kind = 'text' AND s.member
+                           AND s.primary_reference GROUP BY ALL ORDER BY 1, 2""").fetchall()
+    for arch in {a for a, _, _ in per_sample}:
+        curve = [m for a, _, m in per_sample if a == arch]
+        assert curve[0] > curve[1] > curve[2], (arch, curve)
+    # deduplication statistics as counts and percentages; no document in both splits
+    stats = db.sql("""SELECT split, samples_before_dedup, samples_after_dedup, duplicates,
+                             duplicate_pct FROM text_datasets WHERE corpus = 'all'
+                      ORDER BY split""").fetchall()
+    assert [s[0] for s in stats] == ["heldout", "train"]
+    for _, before, after, dupes, pct in stats:
+        assert before - after == dupes and abs(pct - 100 * dupes / before) < 1e-9
+    pool = next((smoke / "results/data/kind=text").glob("*/*/pool.parquet"))
+    both = duckdb.sql(f"""SELECT count(*) FROM (SELECT doc_id FROM '{pool}' GROUP BY doc_id
+                          HAVING count(DISTINCT split) > 1)""").fetchall()[0][0]
+    assert both == 0
+    # references: one same-arch per architecture, one oracle, which has the lowest loss
+    refs = db.sql("""SELECT reference, count(*), bool_and(coalesce(chosen_is_lowest, true))
+                     FROM reference_models GROUP BY ALL ORDER BY 1""").fetchall()
+    assert refs == [("oracle", 1, True), ("same-arch", 2, True)]
+    lowest = db.sql("""SELECT min(heldout_loss) FROM runs WHERE kind = 'text'""").fetchall()
+    oracle = db.sql("""SELECT r.heldout_loss FROM reference_models o JOIN runs r
+                       USING (run_id) WHERE o.reference = 'oracle'""").fetchall()
+    assert oracle[0][0] <= lowest[0][0] + 0.05  # lowest on the common held-out set
+    # the double-descent table has a peak and a ratio per architecture
+    dd = db.sql("SELECT arch, peak_ratio FROM double_descent ORDER BY params").fetchall()
+    assert [a for a, _ in dd] == ["L1-d8", "L1-d16"] and all(r > 0 for _, r in dd)
+    # top samples of text runs are shown as text
+    texts = db.sql("""SELECT count(*) FILTER (WHERE length(text) > 0), count(*)
+                      FROM top_samples WHERE run_id LIKE 'text:%'""").fetchall()[0]
+    assert texts[0] == texts[1] > 0
 
 
 def test_bad_config_stops_before_any_job_and_keeps_results(smoke):

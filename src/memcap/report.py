@@ -75,7 +75,7 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
         sat = con.sql("""SELECT arch, precision, count(*) AS runs,
                                     sum(saturated::INT) AS saturated_runs
                              FROM runs GROUP BY ALL ORDER BY min(params), precision""").pl()
-        mia = con.sql("""SELECT r.arch, r.precision, r.n, m.attack,
+        mia = con.sql("""SELECT r.kind, r.arch, r.precision, r.n, m.attack,
                                 round(r.n * r.seq_len / r.params, 4) AS tokens_per_param,
                                 avg(m.auc) AS auc, avg(m.f1_median) AS f1_median,
                                 avg(m.f1_best) AS "f1_best (optimistic)",
@@ -83,40 +83,57 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
                                 avg(m.tpr_at_0_1pct_fpr) AS tpr_at_0_1pct_fpr,
                                 min(m.n_members) AS members
                          FROM runs r JOIN mia m USING (run_id)
-                         GROUP BY ALL ORDER BY min(r.params), r.precision, r.n, m.attack""").pl()
-        attack_gap = con.sql("""SELECT max(abs(a.auc - b.auc)) FROM mia a JOIN mia b
-                                USING (run_id) WHERE a.attack = 'loss'
-                                AND b.attack = 'reference'""").fetchall()[0][0]
-        extraction = con.sql("""SELECT r.arch, r.n, e.split || ' k=' || e.prefix_len AS col,
+                         GROUP BY ALL ORDER BY r.kind, min(r.params), r.precision, r.n,
+                         m.attack""").pl()
+        attack_gap = con.sql("""SELECT r.kind, max(abs(a.auc - b.auc)) AS gap,
+                                       avg(b.auc - a.auc) AS mean_gain
+                                FROM mia a JOIN mia b USING (run_id) JOIN runs r USING (run_id)
+                                WHERE a.attack = 'loss' AND b.attack = 'reference'
+                                GROUP BY ALL""").pl()
+        extraction = con.sql("""SELECT r.kind, r.arch, r.n,
+                                       e.split || ' k=' || e.prefix_len AS col,
                                        avg(e.rate) AS rate
                                 FROM runs r JOIN extraction e USING (run_id)
-                                GROUP BY ALL ORDER BY min(r.params), r.n""").pl()
-        tfidf = con.sql("""SELECT r.arch, avg(m.tfidf_mem_spearman) AS spearman_tfidf_mem,
+                                GROUP BY ALL ORDER BY r.kind, min(r.params), r.n""").pl()
+        tfidf = con.sql("""SELECT r.kind, r.arch,
+                                  avg(m.tfidf_mem_spearman) AS spearman_tfidf_mem,
                                   min(m.tfidf_mem_spearman) AS min, max(m.tfidf_mem_spearman)
                                   AS max
                            FROM runs r JOIN memorization m USING (run_id)
-                           GROUP BY ALL ORDER BY min(r.params)""").pl()
-        top_run = con.sql("""SELECT r.run_id FROM capacity c JOIN runs r ON r.arch = c.arch
-                             AND r.precision = c.precision AND r.kind = c.kind
-                             AND r.n = c.n_at_max ORDER BY c.params DESC, r.seed
-                             LIMIT 1""").fetchall()[0][0]
-        top = con.sql(f"""SELECT rank, sample_id, mem_bits, nll_bits, tfidf, tokens
-                          FROM top_samples WHERE run_id = '{top_run}'
-                          ORDER BY rank""").pl()
+                           GROUP BY ALL ORDER BY r.kind, min(r.params)""").pl()
+        # per kind: the largest architecture at its capacity (most memorized N), first seed
+        tops = {}
+        for kind, run in con.sql("""SELECT c.kind, arg_min(r.run_id, r.seed) FROM capacity c
+                                    JOIN runs r ON r.arch = c.arch AND r.precision = c.precision
+                                    AND r.kind = c.kind AND r.n = c.n_at_max
+                                    GROUP BY c.kind, c.params, c.arch
+                                    QUALIFY row_number() OVER (PARTITION BY c.kind
+                                    ORDER BY c.params DESC) = 1""").fetchall():
+            tops[kind] = (run, con.sql(f"""SELECT rank, sample_id, mem_bits, nll_bits,
+                                           ref_nll_bits, tfidf, tokens, text
+                                           FROM top_samples WHERE run_id = '{run}'
+                                           ORDER BY rank""").pl())
+        text = _text_tables(con) if (runs["kind"] == "text").any() else None
     finally:
         con.close()
 
-    vocab, seq = runs["vocab_size"][0], runs["seq_len"][0]
     devices = ", ".join(sorted(set(runs["device"])))
     cell_seconds = (runs.group_by("kind", "arch", "precision", "n")
                     .agg(pl.col("train_seconds").first())["train_seconds"].sum())
+    what = {"synthetic": "uniform random tokens", "text": "real text"}
+    grids = "; ".join(
+        f"{part.height} on {what[kind]} ({part['arch'].n_unique()} architectures × "
+        f"{part['n'].n_unique()} dataset sizes × {part['seed'].n_unique()} seeds × "
+        f"{part['precision'].n_unique()} precision(s), V = {part['vocab_size'][0]}, "
+        f"S = {part['seq_len'][0]})"
+        for (kind,), part in runs.sort("kind").group_by("kind", maintain_order=True))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>memcap report</title>"
              f"<style>{CSS}</style></head><body><h1>memcap: how many bits does a model memorize?"
-             f"</h1><p>{runs.height} trained models: {runs['arch'].n_unique()} architectures × "
-             f"{runs['n'].n_unique()} dataset sizes × {runs['seed'].n_unique()} seeds × "
-             f"{runs['precision'].n_unique()} precision(s); uniform random tokens, V = {vocab}, "
-             f"S = {seq}; trained on {devices} in {cell_seconds:,.0f} s of training jobs "
-             f"(each job trains all seeds of its cell together).</p>"]
+             f"</h1><p>{runs.height} trained models: {grids}; trained on {devices} in "
+             f"{cell_seconds:,.0f} s of training jobs (each job trains all seeds of its cell "
+             f"together).</p>"]
+    syn = runs.filter(pl.col("kind") == "synthetic")
+    vocab, seq = (syn["vocab_size"][0], syn["seq_len"][0]) if syn.height else (None, None)
 
     # α with CI, beside the paper
     rows = []
@@ -134,7 +151,9 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
                  "seeds. <b>A lower bound</b> means at least one capacity behind it is not a "
                  "saturated plateau (SCIENCE.md §4: short CPU runs bound α from below; do not "
                  "read them as the paper's number).</p>")
-    parts.append(_table(pl.DataFrame(rows), left=("kind", "precision", "quantity", "status")))
+    parts.append(_table(pl.DataFrame(rows), left=("kind", "precision", "quantity", "status"))
+                 if rows else "<p>No synthetic runs in this experiment: capacity and α are "
+                 "measured on synthetic data only.</p>")
     tokens = runs["tokens_per_model"].max()
     parts.append(f"<p class='note'>Training budget: at most {tokens:,} tokens per model "
                  f"(the paper: 10^6 steps × 2048 × 64 = 1.3e11).</p>")
@@ -171,7 +190,9 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
     else:
         parts.append("<p>Every run passed the saturation rule.</p>")
 
-    parts += _mia_sections(mia, attack_gap, laws, extraction, tfidf, top, top_run)
+    if text is not None:
+        parts += _text_sections(text, Path(figures_dir))
+    parts += _mia_sections(mia, attack_gap, laws, extraction, tfidf, tops)
     parts.append("<h2>Figures</h2>")
     fdir = Path(figures_dir)
     for name, caption in (("memorization_vs_n", "Memorized bits against dataset size"),
@@ -190,31 +211,97 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
         tmp.write_text("\n".join(parts))
 
 
-def _mia_sections(mia: pl.DataFrame, attack_gap: float | None, laws: pl.DataFrame,
-                  extraction: pl.DataFrame, tfidf: pl.DataFrame, top: pl.DataFrame,
-                  top_run: str) -> list[str]:
+def _text_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
+    return {
+        "datasets": con.sql("""SELECT corpus, split, documents, tokens, samples_before_dedup,
+                                      samples_after_dedup, duplicates, duplicate_pct
+                               FROM text_datasets ORDER BY corpus = 'all' DESC, corpus,
+                               split DESC""").pl(),
+        "setup": con.sql("SELECT DISTINCT tokenizer, vocab_size, seq_len, sampling "
+                         "FROM text_datasets").pl(),
+        "references": con.sql("""SELECT reference, run_id, heldout_loss, chosen_is_lowest,
+                                        lowest_run_id, named
+                                 FROM reference_models ORDER BY reference, arch""").pl(),
+        "peaks": con.sql("""SELECT arch, precision, params, peak_n, peak_ratio,
+                                   peak_heldout_loss, peak_interior, ratio_at_min_n,
+                                   ratio_at_max_n
+                            FROM double_descent ORDER BY precision, params""").pl(),
+        "by_reference": con.sql("""SELECT r.arch, r.precision, r.n, b.reference,
+                                          avg(b.mem_bits) AS mem_bits,
+                                          avg(b.mem_bits / r.n) AS bits_per_sample,
+                                          avg(b.dataset_bits) AS reference_bits,
+                                          avg(m.capacity_ratio) AS capacity_ratio,
+                                          avg(r.heldout_loss) AS heldout_loss
+                                   FROM runs r JOIN memorization_by_reference b USING (run_id)
+                                   JOIN memorization m USING (run_id)
+                                   WHERE r.kind = 'text' GROUP BY ALL
+                                   ORDER BY min(r.params), r.precision, r.n, b.reference
+                                   """).pl(),
+    }
+
+
+def _text_sections(t: dict[str, pl.DataFrame], fdir: Path) -> list[str]:
+    setup = t["setup"].row(0, named=True)
+    cut = ("the first S tokens of each document" if setup["sampling"] == "first"
+           else "every S-token window of each document")
+    parts = [f"<h2>Real text</h2><p>Tokenizer {setup['tokenizer']} (V = "
+             f"{setup['vocab_size']}), {setup['seq_len']}-token samples ({cut}), exact "
+             "deduplication; train pool and held-out set split by document.</p>"]
+    parts.append(_table(t["datasets"], left=("corpus", "split")))
+    parts.append("<h3>References</h3><p>same-arch: the run of the same architecture trained on "
+                 "the largest dataset (first seed); oracle: the text run with the lowest "
+                 "held-out loss (or the configured one). Memorization of a sample = "
+                 "max(0, nll under the reference − nll under the model).</p>")
+    parts.append(_table(t["references"], left=("reference", "run_id", "lowest_run_id")))
+    parts.append("<h3>Double descent</h3><p>Held-out loss (nats per token, mean over seeds) "
+                 "against the dataset-to-capacity ratio H_ref(D) / (α·P), H_ref under the "
+                 "same-arch reference. Per architecture, the held-out loss peaks at:</p>")
+    lines = []
+    for r in t["peaks"].iter_rows(named=True):
+        where = "" if r["peak_interior"] else (
+            " — at the edge of the grid, so the grid does not bracket the peak")
+        lines.append(f"<li>{r['arch']} ({r['precision']}): held-out loss peaks at ratio "
+                     f"{r['peak_ratio']:.3g} (N = {r['peak_n']:,}, loss "
+                     f"{r['peak_heldout_loss']:.3f}){where}</li>")
+    parts.append("<ul>" + "".join(lines) + "</ul>")
+    parts.append("<p class='note'>The paper finds the peak where the ratio crosses 1.</p>")
+    png = fdir / "double_descent.png"
+    data = base64.b64encode(png.read_bytes()).decode()
+    parts.append("<p><a href='figures/double_descent.html'>interactive version</a></p>"
+                 f"<img alt='Double descent' src='data:image/png;base64,{data}'>")
+    parts.append(_table(t["peaks"], left=("arch", "precision")))
+    parts.append("<h3>Unintended memorization of text, per reference</h3>")
+    parts.append(_table(t["by_reference"], left=("arch", "precision", "reference")))
+    return parts
+
+
+def _mia_sections(mia: pl.DataFrame, attack_gap: pl.DataFrame, laws: pl.DataFrame,
+                  extraction: pl.DataFrame, tfidf: pl.DataFrame,
+                  tops: dict[str, tuple[str, pl.DataFrame]]) -> list[str]:
     parts = ["<h2>Membership inference</h2><p>Members: up to the configured number of "
              "training samples; non-members: as many held-out samples (balanced). F1 at the "
              "median threshold calls the upper half of the pooled scores member, so chance is "
              "0.5; F1 at the best threshold is optimistic (chosen on the same data). Means over "
              "seeds.</p>"]
     parts.append(_table(mia.filter(pl.col("attack") == "loss").drop("attack"),
-                        left=("arch", "precision")))
-    if attack_gap is not None:
-        parts.append(f"<p class='note'>Reference-calibrated attack (score nll(x|θ) − "
-                     f"nll(x|θ̂)): its AUC differs from the loss attack's by at most "
-                     f"{attack_gap:.2g} (for uniform synthetic data the reference is constant, "
-                     f"so both attacks rank samples alike).</p>")
+                        left=("kind", "arch", "precision")))
+    for r in attack_gap.iter_rows(named=True):
+        why = (" (for uniform synthetic data the reference is constant, so both attacks rank "
+               "samples alike)" if r["kind"] == "synthetic" else
+               " (text: the same-arch reference calibrates each sample's difficulty)")
+        parts.append(f"<p class='note'>{r['kind']}: the reference-calibrated attack (score "
+                     f"nll(x|θ) − nll(x|θ̂)) differs from the loss attack in AUC by at most "
+                     f"{r['gap']:.2g}, by {r['mean_gain']:+.3g} on average{why}.</p>")
     fit = laws.filter(pl.col("law") == "mia_f1")
     parts.append("<h2>Membership-inference law</h2><p>F1(N/P) = ½·(1 + c1·σ(−c2·(N/P − "
                  "c3))), N counted in 64-token sequences (N·S/64), fitted to the cell means "
                  "of the loss attack's median-threshold F1; CIs from a bootstrap over seeds.</p>")
     if fit.height:
-        rows = [{"precision": r["precision"], "parameter": r["parameter"],
+        rows = [{"kind": r["kind"], "precision": r["precision"], "parameter": r["parameter"],
                  "memcap": r["value"], "CI low": r["ci_low"], "CI high": r["ci_high"],
                  "paper": PAPER_MIA[r["parameter"]], "fit": r["note"]}
                 for r in fit.iter_rows(named=True)]
-        parts.append(_table(pl.DataFrame(rows), left=("precision", "parameter", "fit")))
+        parts.append(_table(pl.DataFrame(rows), left=("kind", "precision", "parameter", "fit")))
     else:
         parts.append("<p>Too few cells to fit the law (at least 4 are needed).</p>")
     val = []
@@ -223,25 +310,30 @@ def _mia_sections(mia: pl.DataFrame, attack_gap: float | None, laws: pl.DataFram
                "paper predicted %": pred, "paper observed %": f"{obs} ± {pm}",
                "law, paper constants %": 100 * float(mia_f1(np.array([n / params]),
                                                             **PAPER_MIA)[0])}
-        for precision in fit["precision"].unique().sort():
-            c = dict(fit.filter(pl.col("precision") == precision)
+        for kind, precision in fit.select("kind", "precision").unique().sort(
+                "kind", "precision").iter_rows():
+            c = dict(fit.filter((pl.col("precision") == precision) & (pl.col("kind") == kind))
                      .select("parameter", "value").iter_rows())
-            row[f"memcap fit {precision} %"] = 100 * float(mia_f1(np.array([n / params]), **c)[0])
+            row[f"memcap {kind} {precision} %"] = 100 * float(
+                mia_f1(np.array([n / params]), **c)[0])
         val.append(row)
     parts.append("<h3>The paper's validation table, recomputed</h3>")
     parts.append(_table(pl.DataFrame(val), left=("model", "paper observed %")))
 
     parts.append("<h2>Extraction</h2><p>Exact-match rate of greedy decoding from a k-token "
                  "prefix (mean over seeds), on training samples and on held-out samples.</p>")
-    parts.append(_table(extraction.pivot(on="col", index=["arch", "n"], values="rate",
-                                         sort_columns=True), left=("arch",)))
+    parts.append(_table(extraction.pivot(on="col", index=["kind", "arch", "n"], values="rate",
+                                         sort_columns=True), left=("kind", "arch")))
 
     parts.append("<h2>What gets memorized</h2><p>Spearman correlation between a training "
                  "sample's TF-IDF (mean unigram surprisal of its tokens within the training "
                  "set) and its memorized bits, per run:</p>")
-    parts.append(_table(tfidf, left=("arch",)))
-    parts.append(f"<p>The 20 most memorized training samples of <code>{html.escape(top_run)}"
-                 "</code> (the largest architecture at its capacity, first seed); synthetic "
-                 "samples are shown as token ids.</p>")
-    parts.append(_table(top, left=("tokens",)))
+    parts.append(_table(tfidf, left=("kind", "arch")))
+    for kind, (run, top) in sorted(tops.items()):
+        shown = "as token ids" if kind == "synthetic" else "decoded"
+        parts.append(f"<p>The 20 most memorized training samples of <code>{html.escape(run)}"
+                     f"</code> (the largest {kind} architecture at its maximum memorization, "
+                     f"first seed), {shown}.</p>")
+        parts.append(_table(top.drop("text" if kind == "synthetic" else "tokens"),
+                            left=("tokens", "text")))
     return parts
