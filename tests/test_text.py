@@ -4,6 +4,9 @@ references, and text memorization on a real corpus with a real trained model."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
@@ -194,3 +197,33 @@ def test_double_descent_finds_the_peak_and_flags_edges():
     assert (a["peak_n"], a["peak_ratio"], a["peak_interior"]) == (2, 1.0, True)
     b = dd.filter(pl.col("arch") == "B").row(0, named=True)
     assert (b["peak_n"], b["peak_interior"]) == (1, False)
+
+
+def _documents_cli(tmp_path, source: dict):
+    return subprocess.run(
+        [sys.executable, "-m", "memcap", "documents", "--source", json.dumps(source),
+         "--heldout-fraction", "0.25", "--split-seed", "0", "--cache-dir",
+         str(tmp_path / "cache"), "--out", str(tmp_path / "docs.parquet")],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_local_source_through_the_documents_stage(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"doc{i:02d}.txt").write_text(f"Document number {i}. " * 40)
+    out = _documents_cli(tmp_path, {"source": "local", "local_path": str(folder)})
+    assert out.returncode == 0, out.stderr
+    docs = pl.read_parquet(tmp_path / "docs.parquet")
+    assert docs.height == 12 and set(docs["corpus"]) == {"local"}
+    assert set(docs["split"]) <= {"train", "heldout"}
+
+
+def test_offline_huggingface_source_fails_with_a_clear_message(tmp_path):
+    pytest.importorskip("datasets")
+    out = _documents_cli(tmp_path, {"source": "huggingface", "huggingface": {
+        "dataset": "HuggingFaceFW/fineweb", "name": "sample-10BT", "split": "train",
+        "max_documents": 10}})
+    assert out.returncode == 1
+    assert "HuggingFaceFW/fineweb" in out.stderr and "internet" in out.stderr
+    assert not (tmp_path / "docs.parquet").exists()
