@@ -41,6 +41,10 @@ def kind_of(run_dir: Path) -> str:
     raise ValueError(f"run folder {run_dir} has no kind=… component")
 
 
+def _finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
 def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
     """Read the records of every run folder -> runs, memorization (against each run's primary
     reference), memorization_by_reference (every reference), mia, extraction and top_samples
@@ -66,7 +70,9 @@ def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
                     "dataset_entropy_bits": r["n"] * r["seq_len"] * math.log2(r["vocab_size"]),
                     "memorizable_fraction": s["mem_bits"] / s["dataset_bits"],
                     "bits_per_param": s["mem_bits"] / r["params"],
-                    "tfidf_mem_spearman": ev["tfidf_mem_spearman"],
+                    # NaN (a constant side, e.g. a reference run against itself) -> null,
+                    # so SQL averages skip it
+                    "tfidf_mem_spearman": _finite_or_none(ev["tfidf_mem_spearman"]),
                     "capacity_ratio": None})
         mia += ev["mia"]
         extraction += ev["extraction"]

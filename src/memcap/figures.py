@@ -281,8 +281,8 @@ def double_descent(con: duckdb.DuckDBPyConnection) -> alt.Chart:
         WHERE r.kind = 'text' GROUP BY ALL ORDER BY r.params, r.n""")
     if df.is_empty():
         return _empty("Double descent", "no text runs in this experiment")
-    peaks = _query(con, "SELECT arch, precision, peak_ratio, peak_heldout_loss, peak_interior "
-                        "FROM double_descent")
+    peaks = _query(con, "SELECT arch, params, precision, peak_ratio, peak_heldout_loss, "
+                        "peak_interior FROM double_descent")
     x = alt.X("ratio:Q", scale=alt.Scale(type="log"),
               title="dataset-to-capacity ratio H_ref(D) / (α·P)")
     colour = alt.Color("arch:N", sort=alt.SortField("params"), title="architecture")
@@ -293,7 +293,7 @@ def double_descent(con: duckdb.DuckDBPyConnection) -> alt.Chart:
         tooltip=["arch", "precision", "n", alt.Tooltip("ratio:Q", format=".3g"),
                  alt.Tooltip("heldout_loss:Q", format=".4f")])
     peak = alt.Chart(peaks).mark_point(shape="diamond", size=160, filled=True).encode(
-        x="peak_ratio:Q", y="peak_heldout_loss:Q", color=alt.Color("arch:N"),
+        x="peak_ratio:Q", y="peak_heldout_loss:Q", color=colour,
         tooltip=["arch", alt.Tooltip("peak_ratio:Q", format=".3g"), "peak_interior"])
     one = alt.Chart(pl.DataFrame({"ratio": [1.0]})).mark_rule(
         strokeDash=[4, 4], color="grey").encode(x="ratio:Q")
