@@ -134,3 +134,22 @@ def test_saturation_rule():
     rising = pl.DataFrame({"step": [0, 900, 1000], "mem_bits": [0.0, 900.0, 1000.0]})
     sat, growth = saturation(rising, steps, 0.1, 0.01)
     assert not sat and growth == pytest.approx(0.1)
+
+
+def test_early_stopping_saves_compute_and_keeps_the_bits(tmp_path, quiet):
+    # 8 sequences (480 bits) are memorized long before 1,500 steps end
+    full_spec = small_spec(n=8, steps=1500, eval_every=50, schedule="constant")
+    early_spec = small_spec(n=8, steps=1500, eval_every=50, schedule="constant",
+                            early_stop=True)
+    full, full_scores, _ = _train_and_score(tmp_path / "full", full_spec, [0], quiet)
+    early, early_scores, dirs = _train_and_score(tmp_path / "early", early_spec, [0], quiet)
+    rec = early[0]
+    assert rec["stopped_early"] and rec["saturated"]
+    assert 150 <= rec["steps_run"] < 1500 and rec["steps_run"] % 50 == 0
+    assert rec["compute_saved_frac"] == pytest.approx(1 - rec["steps_run"] / 1500)
+    assert rec["tokens_per_model"] == rec["steps_run"] * 8 * 16
+    assert not full[0]["stopped_early"] and full[0]["steps_run"] == 1500
+    # stopping changed the bits memorized by less than the saturation threshold allows
+    assert early_scores[0]["mem_bits"] >= 0.97 * full_scores[0]["mem_bits"]
+    log = pl.read_parquet(dirs[0] / "train_log.parquet")
+    assert log["step"].max() == rec["steps_run"]

@@ -60,6 +60,7 @@ class TrainSpec:
     eval_samples: int = 4096
     saturation_window: float = 0.1
     saturation_growth: float = 0.01
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -129,17 +130,31 @@ class EpochSampler:
         return torch.stack(rows)
 
 
-def saturation(log: pl.DataFrame, steps: int, window: float, growth: float) -> tuple[bool, float]:
+def saturation(log: pl.DataFrame, steps: int, window: float, growth: float,
+               end_step: int | None = None) -> tuple[bool, float]:
     """SCIENCE.md's rule: saturated when memorization grew by less than `growth` (relative)
-    over the last `window` of the steps. Returns (saturated, relative growth)."""
+    over the last `window` of the steps: from the last evaluation at or before
+    end_step − window·steps to end_step (default: the end of the run). Returns (saturated,
+    relative growth)."""
+    end_step = steps if end_step is None else end_step
+    log = log.filter(pl.col("step") <= end_step).sort("step")
     if steps == 0 or log.height < 2:
         return False, float("nan")
-    log = log.sort("step")
     end = log["mem_bits"][-1]
-    before = log.filter(pl.col("step") <= (1 - window) * steps)
+    before = log.filter(pl.col("step") <= end_step - window * steps)
     start = before["mem_bits"][-1] if before.height else log["mem_bits"][0]
     rel = (end - start) / end if end > 0 else 0.0
     return bool(rel < growth), float(rel)
+
+
+def saturated_now(rows: list[dict], seeds: list[int], step: int, spec: TrainSpec) -> bool:
+    """Early stopping: every seed already passes the saturation rule at `step` (a whole
+    window of evaluations lies behind it)."""
+    if step < spec.saturation_window * spec.steps:
+        return False
+    log = pl.DataFrame(rows, schema_overrides={"step": pl.Int64, "seed": pl.Int64})
+    return all(saturation(log.filter(pl.col("seed") == s), spec.steps, spec.saturation_window,
+                          spec.saturation_growth, end_step=step)[0] for s in seeds)
 
 
 def unpack_state(model: PackedGPT, m: int) -> dict[str, torch.Tensor]:
@@ -180,8 +195,11 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
         if toks.max() >= spec.vocab_size:
             raise ValueError(f"{path}: token id {toks.max()} >= vocab_size {spec.vocab_size}")
         data.append(torch.from_numpy(toks))
-    data_t = torch.stack(data).to(torch_device)  # (M, N, S)
-    eval_t = data_t[:, :spec.eval_samples]
+    # tokens live on the device as int32 (half of int64: the paper's largest N with 5 seeds
+    # is 2.7e9 tokens); a batch is widened to int64 after the gather
+    store = torch.int32 if spec.vocab_size <= 2**31 else torch.int64
+    data_t = torch.stack(data).to(store).to(torch_device)  # (M, N, S)
+    eval_t = data_t[:, :spec.eval_samples].long()
     eval_scale = spec.n / eval_t.shape[1]
     ref_bits = (S - 1) * math.log2(spec.vocab_size)
 
@@ -233,6 +251,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
                         "elapsed": elapsed + time.perf_counter() - t0}, tmp)
 
     t0 = time.perf_counter()
+    stopped_at = None
     if step == 0:
         evaluate(0, None)
     model.train()
@@ -242,7 +261,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
         for group in opt.param_groups:
             group["lr"] = lr_at(spec, step)
         idx = sampler.indices(step).to(torch_device, non_blocking=True)
-        batch = torch.gather(data_t, 1, idx.unsqueeze(-1).expand(-1, -1, S))  # (M, B, S)
+        batch = torch.gather(data_t, 1, idx.unsqueeze(-1).expand(-1, -1, S)).long()  # (M,B,S)
         with amp:
             logits = model(batch)
         losses = token_nll(logits, batch).mean(dim=(1, 2))  # (M,) nats per token
@@ -255,6 +274,10 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
             check_finite(losses.detach(), step)
         if step % spec.eval_every == 0 or last:
             evaluate(step, losses.detach().cpu())
+            if spec.early_stop and not last and saturated_now(rows, seeds, step, spec):
+                check_finite(losses.detach(), step)
+                stopped_at = step
+                last = True
         if step % log_every == 0 or last:
             now = time.perf_counter()
             tps = (step - tok_last) * spec.batch * S * M / max(now - t_last, 1e-9)
@@ -262,8 +285,11 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
             mem = np.mean([r["mem_bits"] for r in rows[-M:]])
             echo(f"{label} step {step}/{spec.steps} loss {float(losses.detach().mean()):.4f} "
                  f"mem {mem:,.0f}/{spec.memorizable_bits:,.0f} bits "
-                 f"({mem / spec.params:.2f} bits/param) tok/s {tps:,.0f}")
-        if step % checkpoint_every == 0 and not last:
+                 f"({mem / spec.params:.2f} bits/param) tok/s {tps:,.0f}"
+                 + (" — saturated, stopping early" if stopped_at else ""))
+        if last:
+            break
+        if step % checkpoint_every == 0:
             save_checkpoint()
     elapsed += time.perf_counter() - t0
 
@@ -272,14 +298,16 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
     for seed in seeds:
         seed_log = log_df.filter(pl.col("seed") == seed)
         sat, growth = saturation(seed_log, spec.steps, spec.saturation_window,
-                                 spec.saturation_growth)
+                                 spec.saturation_growth, end_step=step)
         final = seed_log.sort("step").row(-1, named=True)
         records.append({
             **asdict(spec), "seed": seed, "params": spec.params, "saturated": sat,
             "mem_growth_last_window": growth, "final_train_loss": final["train_loss"],
             "final_mem_bits_estimate": final["mem_bits"], "device": torch_device.type,
             "compute_dtype": dtype, "train_seconds": elapsed,
-            "tokens_per_model": spec.steps * spec.batch * S,
+            "steps_run": step, "stopped_early": stopped_at is not None,
+            "compute_saved_frac": 1 - step / spec.steps if spec.steps else 0.0,
+            "tokens_per_model": step * spec.batch * S,
         })
     # write everything only now, so a failure above leaves no output for any seed
     for m, out in enumerate(out_dirs):
