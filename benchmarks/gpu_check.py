@@ -4,8 +4,9 @@
 
 Runs (1) a data-limited cell that must memorize ≥ 90 % of its bits in bf16 and fp32, and
 (2) the paper's linearity-check shape (2 layers, d 128, V 2048, S 64, N 4096, 2 packed seeds)
-for a fixed number of steps, reporting tokens/s, bits memorized and bits per parameter, then
-membership inference and extraction on both.
+for a fixed number of steps, reporting tokens/s, model FLOP utilisation, bits memorized and
+bits per parameter, then membership inference and extraction on both; (3) the same shape with
+one seed for a third of the steps: packed against unpacked tokens/s.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from memcap.data import write_seed_datasets  # noqa: E402
 from memcap.evaluate import evaluate_cell  # noqa: E402
 from memcap.score import score_cell  # noqa: E402
+from memcap.shapes import peak_flops, train_flops_per_token  # noqa: E402
 from memcap.train import TrainSpec, train_cell  # noqa: E402
 
 
@@ -47,13 +50,19 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
                           [d / "scores.parquet" for d in dirs], dirs, [f"s{s}" for s in seeds],
                           prefix_lens=[8, 16, 32], device=device)
     evaluate_s = time.perf_counter() - t2
-    tokens = spec.steps * spec.batch * spec.seq_len * len(seeds)
+    tokens = recs[0]["steps_run"] * spec.batch * spec.seq_len * len(seeds)
+    tokens_per_s = tokens / recs[0]["train_seconds"]
+    flops = train_flops_per_token(spec.vocab_size, spec.seq_len, spec.n_layer, spec.d_model)
+    peak = (peak_flops(torch.cuda.get_device_name(0), recs[0]["compute_dtype"])
+            if device == "cuda" else None)
     return {
         "spec": {k: getattr(spec, k) for k in ("vocab_size", "seq_len", "n_layer", "d_model",
                                                "precision", "n", "steps", "batch_size", "lr")},
         "params": spec.params, "seeds": seeds, "compute_dtype": recs[0]["compute_dtype"],
         "device": recs[0]["device"], "train_wall_s": wall,
-        "train_tokens_per_s": tokens / recs[0]["train_seconds"],
+        "train_tokens_per_s": tokens_per_s,
+        "train_flops_per_token": flops,
+        "mfu": flops * tokens_per_s / peak if peak else None,
         "score_sequences_per_s": len(seeds) * (spec.n + heldout) / score_s,
         "mem_bits": [s["mem_bits"] for s in scores],
         "memorized_fraction": [s["mem_bits"] / s["dataset_bits"] for s in scores],
@@ -91,6 +100,10 @@ def main() -> None:
                             lr=0.003, eval_every=max(1, args.steps // 20), eval_samples=1024)
             cell = run_cell(root, big, [0, 1], args.device)
             result["cells"].append({"check": "L2-d128 N4096", **cell})
+            one = run_cell(root, replace(big, steps=max(1, args.steps // 3)), [0], args.device)
+            result["cells"].append({"check": "L2-d128 N4096 unpacked", **one})
+            result[f"packed_vs_unpacked_{precision}"] = (cell["train_tokens_per_s"]
+                                                         / one["train_tokens_per_s"])
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

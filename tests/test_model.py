@@ -51,3 +51,13 @@ def test_untrained_code_length_is_near_uniform():
     bits = sequence_nll_bits(model, idx, batch_size=16)
     assert bits.shape == (1, 50)
     assert abs(bits.mean().item() - 15 * 6) < 0.5
+
+
+def test_train_flops_per_token_and_peaks():
+    from memcap.shapes import peak_flops, train_flops_per_token
+
+    # L2-d128, V 2048, S 64: 3 × (2·(2·12·128² + 4·64·128) + 2·2048·128)
+    assert train_flops_per_token(2048, 64, 2, 128) == 3 * (2 * (24 * 128**2 + 4 * 64 * 128)
+                                                          + 2 * 2048 * 128)
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989.4e12
+    assert peak_flops("Some other GPU", "fp32") is None

@@ -1,0 +1,130 @@
+"""Saturation at lower cost: learning rate, schedule, batch size and early stopping against
+bits per parameter reached, on CPU-sized models (issue: fast training to saturation).
+
+Every run trains one cell of packed seeds on uniform random tokens with memcap's own trainer
+and records memorization at every evaluation, so one run gives bits per parameter against
+training tokens. Capacity is a maximum over N, so each recipe runs at several N around the
+architecture's capacity and the study reports the best N per recipe.
+
+    python benchmarks/recipe_study.py                   # the study (about 10 minutes, 1 core)
+    python benchmarks/recipe_study.py --quick           # a 1-minute subset
+    python benchmarks/recipe_study.py --out docs/measurements/recipe_study.json
+
+Prints one table per stage and writes every curve to the JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from memcap.data import write_seed_datasets
+from memcap.train import TrainSpec, train_cell
+
+BASE = TrainSpec(vocab_size=64, seq_len=32, n_layer=1, d_model=8, precision="fp32", n=128,
+                 steps=1500, batch_size=64, lr=0.03, eval_every=50)
+
+
+def run(spec: TrainSpec, seeds: list[int], root: Path) -> dict:
+    """Train one packed cell; return its record with the memorization curve (mean over
+    seeds) against training tokens."""
+    train, _ = write_seed_datasets(root / "data", seeds, spec.n, spec.seq_len, spec.vocab_size,
+                                   heldout=1)
+    tag = f"{spec.d_model}-{spec.n}-{spec.lr}-{spec.schedule}-{spec.batch_size}-{spec.steps}"
+    dirs = [root / f"run-{tag}-{s}" for s in seeds]
+    t0 = time.perf_counter()
+    records = train_cell(spec, seeds, train, dirs, root / f"ck-{tag}.pt", device="cpu",
+                         threads=1, echo=lambda _line: None)
+    seconds = time.perf_counter() - t0
+    logs = pl.concat([pl.read_parquet(d / "train_log.parquet") for d in dirs])
+    curve = (logs.group_by("step").agg(pl.col("mem_bits").mean()).sort("step")
+             .with_columns(tokens=pl.col("step") * spec.batch * spec.seq_len,
+                           bits_per_param=pl.col("mem_bits") / spec.params))
+    final = curve.row(-1, named=True)
+    return {
+        "spec": asdict(spec), "params": spec.params, "seconds": seconds,
+        "final_bits_per_param": final["bits_per_param"], "tokens": final["tokens"],
+        "steps_run": records[0]["steps_run"],
+        "saturated": all(r["saturated"] for r in records),
+        "curve": curve.select("step", "tokens", "bits_per_param").to_dicts(),
+    }
+
+
+def best_over_n(results: list[dict], keys: tuple[str, ...]) -> pl.DataFrame:
+    """Per recipe (the `keys` of its spec): the N with the most bits per parameter."""
+    rows = [{**{k: r["spec"][k] for k in (*keys, "n")}, "bits_per_param":
+             r["final_bits_per_param"], "tokens": r["tokens"], "seconds": r["seconds"],
+             "steps_run": r["steps_run"], "saturated": r["saturated"]} for r in results]
+    df = pl.DataFrame(rows)
+    return (df.sort("bits_per_param", descending=True).group_by(list(keys), maintain_order=True)
+            .first().sort("bits_per_param", descending=True))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="a small subset (CI-sized)")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--out", type=Path, help="write every curve to this JSON file")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    sizes = [128, 256]
+    lrs = [0.03, 0.1] if a.quick else [0.01, 0.03, 0.1, 0.3]
+    schedules = ["cosine", "constant"] if a.quick else ["cosine", "constant", "linear"]
+    out: dict = {"machine": platform.machine(), "processor": platform.processor(),
+                 "torch": torch.__version__, "threads": 1, "seeds": seeds,
+                 "base": asdict(BASE), "stages": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+
+        # stage 1: learning rate × schedule at the default budget (1,500 steps × 64)
+        stage1 = [run(replace(BASE, lr=lr, schedule=sch, n=n), seeds, root)
+                  for lr, sch, n in itertools.product(lrs, schedules, sizes)]
+        table1 = best_over_n(stage1, ("lr", "schedule"))
+        print("stage 1: learning rate × schedule, 1,500 steps at batch 64, best N")
+        print(table1)
+        best = table1.row(0, named=True)
+
+        # stage 2: batch size at a fixed token budget (steps × batch constant)
+        tokens = BASE.steps * BASE.batch_size
+        batches = [32, 128] if a.quick else [16, 32, 64, 128]
+        stage2 = [run(replace(BASE, lr=best["lr"], schedule=best["schedule"], n=n,
+                              batch_size=b, steps=tokens // b), seeds, root)
+                  for b, n in itertools.product(batches, sizes)]
+        table2 = best_over_n(stage2, ("batch_size", "steps"))
+        print(f"stage 2: batch size at {tokens:,} sequences per model "
+              f"(lr {best['lr']}, {best['schedule']}), best N")
+        print(table2)
+
+        # stage 3: a longer budget, and early stopping on the SCIENCE saturation rule
+        step_budgets = [3000] if a.quick else [3000, 6000]
+        stage3 = [run(replace(BASE, lr=best["lr"], schedule=best["schedule"], n=best["n"],
+                              steps=steps, early_stop=early), seeds, root)
+                  for steps, early in itertools.product(step_budgets, (False, True))]
+        table3 = pl.DataFrame([{"steps": r["spec"]["steps"], "early_stop": r["spec"]["early_stop"],
+                                "steps_run": r["steps_run"],
+                                "bits_per_param": r["final_bits_per_param"],
+                                "seconds": r["seconds"], "saturated": r["saturated"]}
+                               for r in stage3])
+        print(f"stage 3: budget and early stopping (lr {best['lr']}, {best['schedule']}, "
+              f"N {best['n']})")
+        print(table3)
+        out["stages"] = {"lr_schedule": stage1, "batch": stage2, "budget_early_stop": stage3}
+        out["best"] = best
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
+        print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
