@@ -88,7 +88,8 @@ def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
 REFERENCE_SCHEMA = {"reference": pl.String, "run_id": pl.String, "arch": pl.String,
                     "precision": pl.String, "heldout_loss": pl.Float64,
                     "chosen_is_lowest": pl.Boolean, "lowest_run_id": pl.String,
-                    "named": pl.String}
+                    "named": pl.String, "uniform_loss": pl.Float64,
+                    "better_than_uniform": pl.Boolean}
 
 
 def references_table(records: list[Path]) -> pl.DataFrame:
@@ -96,11 +97,16 @@ def references_table(records: list[Path]) -> pl.DataFrame:
     rows = []
     for path in records:
         rec = read_json(path)
-        _, _, _, arch, precision, *_ = rec["run_id"].split(":")
+        _, vocab, _, arch, precision, *_ = rec["run_id"].split(":")
+        # a reference that codes held-out text worse than the uniform code has memorized
+        # rather than learned (trained on too little data): memorization against it is inflated
+        uniform = math.log(int(vocab.removeprefix("V")))
         rows.append({"reference": rec["reference"], "run_id": rec["run_id"], "arch": arch,
                      "precision": precision, "heldout_loss": rec["heldout_loss"],
                      "chosen_is_lowest": rec.get("chosen_is_lowest"),
-                     "lowest_run_id": rec.get("lowest"), "named": rec.get("named")})
+                     "lowest_run_id": rec.get("lowest"), "named": rec.get("named"),
+                     "uniform_loss": uniform,
+                     "better_than_uniform": rec["heldout_loss"] < uniform})
     return pl.DataFrame(rows, schema=REFERENCE_SCHEMA)
 
 

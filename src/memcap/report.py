@@ -220,8 +220,9 @@ def _text_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
                                split DESC""").pl(),
         "setup": con.sql("SELECT DISTINCT tokenizer, vocab_size, seq_len, sampling "
                          "FROM text_datasets").pl(),
-        "references": con.sql("""SELECT reference, run_id, heldout_loss, chosen_is_lowest,
-                                        lowest_run_id, named
+        "references": con.sql("""SELECT reference, run_id, heldout_loss, uniform_loss,
+                                        better_than_uniform, chosen_is_lowest, lowest_run_id,
+                                        named
                                  FROM reference_models ORDER BY reference, arch""").pl(),
         "max_mem": con.sql("""SELECT arch, precision, params, capacity_bits AS max_mem_bits,
                                      bits_per_param, n_at_max
@@ -258,6 +259,13 @@ def _text_sections(t: dict[str, pl.DataFrame], fdir: Path) -> list[str]:
                  "held-out loss (or the configured one). Memorization of a sample = "
                  "max(0, nll under the reference − nll under the model).</p>")
     parts.append(_table(t["references"], left=("reference", "run_id", "lowest_run_id")))
+    bad = t["references"].filter(~pl.col("better_than_uniform"))
+    if bad.height:
+        parts.append("<p class='lb'>Warning: " + ", ".join(bad["run_id"]) + " code held-out "
+                     "text worse than the uniform code (ln V nats per token): trained on too "
+                     "little data, they memorized instead of learning, and memorization "
+                     "measured against them is inflated. Add a text dataset size well past "
+                     "capacity.</p>")
     parts.append("<h3>Double descent</h3><p>Held-out loss (nats per token, mean over seeds) "
                  "against the dataset-to-capacity ratio H_ref(D) / (α·P), H_ref under the "
                  "same-arch reference. Per architecture, the held-out loss peaks at:</p>")
