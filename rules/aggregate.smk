@@ -4,18 +4,6 @@ COLLECTED = ["runs", "memorization", "memorization_by_reference", "mia", "extrac
              "top_samples", "reference_models", "text_datasets"]
 
 
-def text_records():
-    """Reference records and pool statistics of the text part (none without one)."""
-    if not TEXT["enabled"]:
-        return {"references": [], "stats": []}
-    refs = [SAME_ARCH.format(vocab=TEXT_V, seq=TEXT_S, arch=c["arch"],
-                             precision=c["precision"]).replace("scores.parquet",
-                                                               "reference.json")
-            for c in cells(config, "text") if c["n"] == TEXT_NMAX]
-    refs.append(ORACLE_RECORD.format(vocab=TEXT_V, seq=TEXT_S))
-    return {"references": refs, "stats": [TEXT_STATS]}
-
-
 rule collect:
     input:
         runs=lambda wc: [f"{d}/run.json" for d in all_run_dirs()],

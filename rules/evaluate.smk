@@ -20,7 +20,8 @@ rule evaluate:
         prefixes=",".join(map(str, EV["extraction_prefixes"])),
         mia_samples=EV["mia_samples"],
         extraction_samples=EV["extraction_samples"],
-        tokenizer=lambda wc: f"--tokenizer {TOKENIZER}" if wc.kind == "text" else "",
+        tokenizer=lambda wc, input: f"--tokenizer {os.path.dirname(input.tokenizer[0])}"
+        if wc.kind == "text" else "",
     conda:
         ENV
     log:

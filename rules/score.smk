@@ -3,20 +3,6 @@
 # read their references' scores of the pool (rules/text.smk).
 
 
-def reference_inputs(wc):
-    if wc.kind != "text":
-        return {}
-    return {"same_arch": SAME_ARCH.format(vocab=wc.vocab, seq=wc.seq, arch=wc.arch,
-                                          precision=wc.precision),
-            "oracle": ORACLE.format(vocab=wc.vocab, seq=wc.seq)}
-
-
-def reference_args(wc, input):
-    if wc.kind != "text":
-        return ""
-    return f"--references same-arch={input.same_arch} oracle={input.oracle}"
-
-
 rule score:
     input:
         unpack(reference_inputs),

@@ -2,50 +2,6 @@
 # documents split by document -> tokenizer -> S-token samples, deduplicated (the pool) ->
 # per-seed datasets of size N. References (text only) score the whole pool once:
 # same-arch = the run trained on the largest dataset; oracle = the lowest held-out loss.
-import json
-
-from memcap.corpus import ARTIFACTS
-
-TEXT_V, TEXT_S = shape(config, "text")
-TEXT_DIR = f"results/data/kind=text/vocab={TEXT_V}/seq={TEXT_S}"
-DOCS = "results/text/documents.parquet"
-TOKENIZER = "results/text/tokenizer"
-POOL = f"{TEXT_DIR}/pool.parquet"
-TEXT_STATS = f"{TEXT_DIR}/text_dataset.json"
-REFS = "results/references/kind=text/vocab={vocab}/seq={seq}"
-SAME_ARCH = f"{REFS}/reference=same-arch/arch={{arch}}/precision={{precision}}/scores.parquet"
-ORACLE = f"{REFS}/reference=oracle/scores.parquet"
-ORACLE_RECORD = f"{REFS}/reference=oracle/oracle.json"
-TEXT_NMAX = max(TEXT.get("dataset_sizes", [0]))
-
-
-wildcard_constraints:
-    artifact="|".join(ARTIFACTS),
-
-
-def text_source():
-    """The source settings the documents depend on (the rule's params)."""
-    keys = {"registry": ["corpora"], "local": ["local_path"], "huggingface": ["huggingface"]}
-    return {"source": TEXT["source"], **{k: TEXT[k] for k in keys[TEXT["source"]]}}
-
-
-def registry_records(names):
-    return [f"results/registry/{name}.json" for name in names]
-
-
-def reference_run(wc):
-    """The same-arch reference run of a text cell's architecture and precision."""
-    return RUN.format(kind="text", vocab=wc.vocab, seq=wc.seq, arch=wc.arch,
-                      precision=wc.precision, n=TEXT_NMAX, seed=SEEDS[0])
-
-
-def text_run_dirs():
-    return [RUN.format(**c, seed=s) for c in cells(config, "text") for s in SEEDS]
-
-
-def text_run_ids():
-    return [run_id(**{k: c[k] for k in ("kind", "vocab", "seq", "arch", "precision", "n")},
-                   seed=s) for c in cells(config, "text") for s in SEEDS]
 
 
 rule fetch:
@@ -88,6 +44,7 @@ rule text_tokenizer:
     params:
         kind=TEXT["tokenizer"],
         vocab_size=TEXT_V,
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
     conda:
         ENV
     log:
@@ -95,7 +52,7 @@ rule text_tokenizer:
     threads: RT["threads"]
     shell:
         "python -m memcap tokenizer --kind {params.kind} --vocab-size {params.vocab_size}"
-        " --documents {input.docs} --cache-dir results/registry --out-dir {TOKENIZER}"
+        " --documents {input.docs} --cache-dir results/registry --out-dir {params.out_dir}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -109,13 +66,14 @@ rule text_pool:
     params:
         seq_len=TEXT_S,
         sampling=TEXT["sampling"],
+        tokenizer=lambda wc, input: os.path.dirname(input.tokenizer),
     conda:
         ENV
     log:
         "results/logs/text/pool.log",
     threads: RT["threads"]
     shell:
-        "python -m memcap pool --documents {input.docs} --tokenizer {TOKENIZER}"
+        "python -m memcap pool --documents {input.docs} --tokenizer {params.tokenizer}"
         " --seq-len {params.seq_len} --sampling {params.sampling} --out {output.pool}"
         " --stats {output.stats} --threads {threads} > {log} 2>&1"
 
