@@ -6,7 +6,9 @@ Runs (1) a data-limited cell that must memorize ≥ 90 % of its bits in bf16 and
 (2) the paper's linearity-check shape (2 layers, d 128, V 2048, S 64, N 4096, 2 packed seeds)
 for a fixed number of steps, reporting tokens/s, model FLOP utilisation, bits memorized and
 bits per parameter, then membership inference and extraction on both; (3) the same shape with
-one seed for a third of the steps: packed against unpacked tokens/s.
+one seed for a third of the steps: packed against unpacked tokens/s; (4) in bf16, the packed
+cell through torch.compile for a third of the steps: compiled against eager steady-state
+tokens/s (from the first evaluation on; the compile time shows in train_wall_s).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -30,14 +33,15 @@ from memcap.train import TrainSpec, train_cell  # noqa: E402
 
 
 def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
-             heldout: int = 256) -> dict:
+             heldout: int = 256, compile_model: bool = False) -> dict:
     train, held = write_seed_datasets(root, seeds, spec.n, spec.seq_len, spec.vocab_size,
                                       heldout)
-    tag = f"{spec.n_layer}-{spec.d_model}-{spec.precision}-{spec.n}"
+    tag = f"{spec.n_layer}-{spec.d_model}-{spec.precision}-{spec.n}-{len(seeds)}-{compile_model}"
     dirs = [root / f"run-{tag}-s{s}" for s in seeds]
     t0 = time.perf_counter()
     recs = train_cell(spec, seeds, train, dirs, root / f"ck-{tag}.pt", device=device,
-                      log_every=max(1, spec.steps // 5), echo=lambda s: print(s, flush=True))
+                      log_every=max(1, spec.steps // 5), echo=lambda s: print(s, flush=True),
+                      compile_model=compile_model)
     wall = time.perf_counter() - t0
     t1 = time.perf_counter()
     scores = score_cell(spec, seeds, [d / "model.safetensors" for d in dirs], train, held, dirs,
@@ -52,6 +56,12 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
     evaluate_s = time.perf_counter() - t2
     tokens = recs[0]["steps_run"] * spec.batch * spec.seq_len * len(seeds)
     tokens_per_s = tokens / recs[0]["train_seconds"]
+    # steady state: from the first evaluation after step 0 to the end (leaves out start-up
+    # and torch.compile's compile time)
+    log = pl.read_parquet(dirs[0] / "train_log.parquet").sort("step")
+    first, last = log.filter(pl.col("step") > 0).row(0, named=True), log.row(-1, named=True)
+    steady = ((last["step"] - first["step"]) * spec.batch * spec.seq_len * len(seeds)
+              / max(last["elapsed_s"] - first["elapsed_s"], 1e-9))
     flops = train_flops_per_token(spec.vocab_size, spec.seq_len, spec.n_layer, spec.d_model)
     peak = (peak_flops(torch.cuda.get_device_name(0), recs[0]["compute_dtype"])
             if device == "cuda" else None)
@@ -61,8 +71,9 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
         "params": spec.params, "seeds": seeds, "compute_dtype": recs[0]["compute_dtype"],
         "device": recs[0]["device"], "train_wall_s": wall,
         "train_tokens_per_s": tokens_per_s,
+        "train_tokens_per_s_steady": steady,
         "train_flops_per_token": flops,
-        "mfu": flops * tokens_per_s / peak if peak else None,
+        "mfu": flops * steady / peak if peak else None,
         "score_sequences_per_s": len(seeds) * (spec.n + heldout) / score_s,
         "mem_bits": [s["mem_bits"] for s in scores],
         "memorized_fraction": [s["mem_bits"] / s["dataset_bits"] for s in scores],
@@ -104,6 +115,12 @@ def main() -> None:
             result["cells"].append({"check": "L2-d128 N4096 unpacked", **one})
             result[f"packed_vs_unpacked_{precision}"] = (cell["train_tokens_per_s"]
                                                          / one["train_tokens_per_s"])
+            if precision == "bf16":  # torch.compile: steady-state speed and compile time
+                comp = run_cell(root, replace(big, steps=max(1, args.steps // 3)), [0, 1],
+                                args.device, compile_model=True)
+                result["cells"].append({"check": "L2-d128 N4096 compiled", **comp})
+                result["compiled_vs_eager_bf16"] = (comp["train_tokens_per_s_steady"]
+                                                    / cell["train_tokens_per_s_steady"])
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -177,8 +177,11 @@ def load_packed(spec: TrainSpec, model_paths: list[Path], device: torch.device) 
 def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_dirs: list[Path],
                checkpoint: Path, device: str = "auto", threads: int = 1, log_every: int = 200,
                checkpoint_every: int = 500, label: str = "",
-               echo: Callable[[str], None] = print) -> list[dict]:
-    """Train one packed model per seed; write each seed's outputs; return the run records."""
+               echo: Callable[[str], None] = print, compile_model: bool = False) -> list[dict]:
+    """Train one packed model per seed; write each seed's outputs; return the run records.
+
+    compile_model: run the training forward pass through torch.compile (an execution
+    setting: same arithmetic, fused kernels; it pays a compile time up front)."""
     if not (len(seeds) == len(train_paths) == len(out_dirs)):
         raise ValueError("seeds, train_paths and out_dirs must have the same length")
     torch_device = dev.resolve_device(device)
@@ -250,6 +253,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
                         "optim": opt.state_dict(), "step": step, "rows": rows,
                         "elapsed": elapsed + time.perf_counter() - t0}, tmp)
 
+    forward = torch.compile(model) if compile_model else model
     t0 = time.perf_counter()
     stopped_at = None
     if step == 0:
@@ -263,7 +267,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
         idx = sampler.indices(step).to(torch_device, non_blocking=True)
         batch = torch.gather(data_t, 1, idx.unsqueeze(-1).expand(-1, -1, S)).long()  # (M,B,S)
         with amp:
-            logits = model(batch)
+            logits = forward(batch)
         losses = token_nll(logits, batch).mean(dim=(1, 2))  # (M,) nats per token
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
