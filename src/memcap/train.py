@@ -13,6 +13,7 @@ Outputs per seed, in its run folder, all written only after every seed finished:
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -253,6 +254,11 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
                         "optim": opt.state_dict(), "step": step, "rows": rows,
                         "elapsed": elapsed + time.perf_counter() - t0}, tmp)
 
+    if compile_model:
+        # inductor's CPU backend imports setuptools; when the stdlib distutils was imported
+        # earlier in the process, setuptools' distutils shim fails an assertion unless told
+        # to leave distutils alone
+        os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
     forward = torch.compile(model) if compile_model else model
     t0 = time.perf_counter()
     stopped_at = None
