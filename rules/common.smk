@@ -6,7 +6,7 @@ import shlex
 import shutil
 
 from memcap.aggregate import run_id
-from memcap.config import architecture, cells, shape, text_vocab_size, train_spec
+from memcap.config import KINDS, architecture, cells, shape, train_spec
 from memcap.corpus import ARTIFACTS
 from memcap.shapes import param_count
 
@@ -77,8 +77,8 @@ def spec_json(wc):
 
 
 def all_run_dirs():
-    return [RUN.format(**cell, seed=s) for kind in ("synthetic", "text")
-            for cell in cells(config, kind) for s in SEEDS]
+    return [RUN.format(**cell, seed=s) for kind in KINDS for cell in cells(config, kind)
+            for s in SEEDS]
 
 
 def verify_evaluations(wc):

@@ -202,10 +202,6 @@ def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> di
     }
 
 
-def enabled_kinds(config: dict) -> list[str]:
-    return [k for k in KINDS if config[k]["enabled"]]
-
-
 def cells(config: dict, kind: str) -> list[dict]:
     """Every training cell of a kind's grid, as wildcard values ([] when it is disabled)."""
     if not config[kind]["enabled"]:
