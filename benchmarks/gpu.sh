@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# GPU check: trainer and scorer on CUDA in bf16 and fp32; writes $OUT/gpu_check.json
-# (or ./gpu-results/ when OUT is unset). A few minutes on one H100.
+# GPU check, a few minutes on one H100 or H200; writes JSON to $OUT (./gpu-results/ when OUT is
+# unset):
+#   gpu_check.json     host syncs in the hot loop, data-limited cells in bf16 and fp32, bits
+#                      per parameter within a fixed budget (2 layers d 128, V 2048, S 64,
+#                      N 4096), tokens/s, model FLOP utilisation, 1/2/8 packed models,
+#                      torch.compile against eager, scoring / membership inference / extraction
+#   trainer_vs_hf.json memcap's packed trainer and scorer (5 seeds) against HF GPT2LMHeadModel
+#                      one model at a time, d 16 … 64 (needs transformers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-results}"
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py "$OUT" --steps "${STEPS:-3000}" 2>&1 | tee "$OUT/gpu_check.log"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 benchmarks/gpu_check.py "$OUT" --steps "${STEPS:-10000}" --budget-s "${BUDGET_S:-200}" \
+    2>&1 | tee "$OUT/gpu_check.log"
+python3 benchmarks/trainer_vs_hf.py --device cuda --bf16 --seeds 5 --vocab 2048 --seq 64 \
+    --batch 256 --shapes L1-d16,L2-d16,L1-d32,L1-d64,L2-d64 --out "$OUT/trainer_vs_hf.json" \
+    2>&1 | tee "$OUT/trainer_vs_hf.log"

@@ -1,14 +1,24 @@
-"""CUDA check of the trainer and scorer: both precisions, packed seeds, numbers to JSON.
+"""CUDA check of the trainer and scorer: numbers to JSON, one section after another.
 
-    python benchmarks/gpu_check.py OUT_DIR [--steps 3000]
+    python benchmarks/gpu_check.py OUT_DIR [--steps 10000] [--budget-s 240]
+    python benchmarks/gpu_check.py OUT_DIR --device cpu --quick   # tries the script itself
 
-Runs (1) a data-limited cell that must memorize ≥ 90 % of its bits in bf16 and fp32, and
-(2) the paper's linearity-check shape (2 layers, d 128, V 2048, S 64, N 4096, 2 packed seeds)
-for a fixed number of steps, reporting tokens/s, model FLOP utilisation, bits memorized and
-bits per parameter, then membership inference and extraction on both; (3) the same shape with
-one seed for a third of the steps: packed against unpacked tokens/s; (4) in bf16, the packed
-cell through torch.compile for a third of the steps: compiled against eager steady-state
-tokens/s (from the first evaluation on; the compile time shows in train_wall_s).
+Sections (OUT_DIR/gpu_check.json is rewritten after each one; a section that fails records
+its error and the next one runs; a section that would start after --budget-s is skipped):
+
+1. host syncs: the same packed cell trained for k and 3k steps with no evaluation between
+   steps, under torch.cuda.set_sync_debug_mode("warn"); the extra synchronisations per extra
+   step are 0 when the hot loop never waits for the host.
+2. data-limited: a tiny cell whose data fit in the model must memorize ≥ 90 % of its bits, in
+   bf16 and in fp32.
+3. budget: the paper's linearity-check shape (2 layers, d 128, V 2048, S 64, N 4096, 2 packed
+   seeds, bf16) for --steps steps: bits per parameter within that many tokens, tokens/s, model
+   FLOP utilisation, then scoring, membership inference and extraction on the GPU.
+4. packing: the same shape with 1, 2 and 8 packed models, training only: steady-state
+   tokens/s (from the first evaluation after step 0 to the end) and the ratio to one model.
+5. compile: the 2-model cell through torch.compile against eager, steady-state tokens/s; the
+   compile time shows in train_wall_s.
+6. fp32: the budget cell in strict fp32 (no TF32) for a third of the steps.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ import json
 import sys
 import tempfile
 import time
+import traceback
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,31 +43,24 @@ from memcap.score import score_cell  # noqa: E402
 from memcap.shapes import peak_flops, train_flops_per_token  # noqa: E402
 from memcap.train import TrainSpec, train_cell  # noqa: E402
 
+PAPER_TOKENS_L2_D128 = 6.5e9  # the paper's training tokens for this shape (the issue's figure)
 
-def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
-             heldout: int = 256, compile_model: bool = False) -> dict:
-    train, held = write_seed_datasets(root, seeds, spec.n, spec.seq_len, spec.vocab_size,
-                                      heldout)
-    tag = f"{spec.n_layer}-{spec.d_model}-{spec.precision}-{spec.n}-{len(seeds)}-{compile_model}"
-    dirs = [root / f"run-{tag}-s{s}" for s in seeds]
+
+def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str, *, heldout: int = 256,
+             compile_model: bool = False, evaluate: bool = True, log_every: int | None = None,
+             tag: str = "") -> dict:
+    train, held = write_seed_datasets(root / f"data-{spec.n}-{spec.seq_len}-{spec.vocab_size}",
+                                      seeds, spec.n, spec.seq_len, spec.vocab_size, heldout)
+    tag = f"{tag}{spec.n_layer}-{spec.d_model}-{spec.precision}-{spec.n}-{len(seeds)}"
+    dirs = [root / f"run-{tag}-{compile_model}-s{s}" for s in seeds]
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     recs = train_cell(spec, seeds, train, dirs, root / f"ck-{tag}.pt", device=device,
-                      log_every=max(1, spec.steps // 5), echo=lambda s: print(s, flush=True),
-                      compile_model=compile_model)
+                      log_every=log_every or max(1, spec.steps // 5),
+                      echo=lambda s: print(s, flush=True), compile_model=compile_model)
     wall = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    scores = score_cell(spec, seeds, [d / "model.safetensors" for d in dirs], train, held, dirs,
-                        [f"s{s}" for s in seeds], device=device, batch_size=2048)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    score_s = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    evals = evaluate_cell(spec, seeds, [d / "model.safetensors" for d in dirs], train, held,
-                          [d / "scores.parquet" for d in dirs], dirs, [f"s{s}" for s in seeds],
-                          prefix_lens=[8, 16, 32], device=device)
-    evaluate_s = time.perf_counter() - t2
     tokens = recs[0]["steps_run"] * spec.batch * spec.seq_len * len(seeds)
-    tokens_per_s = tokens / recs[0]["train_seconds"]
     # steady state: from the first evaluation after step 0 to the end (leaves out start-up
     # and torch.compile's compile time)
     log = pl.read_parquet(dirs[0] / "train_log.parquet").sort("step")
@@ -65,22 +70,40 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
     flops = train_flops_per_token(spec.vocab_size, spec.seq_len, spec.n_layer, spec.d_model)
     peak = (peak_flops(torch.cuda.get_device_name(0), recs[0]["compute_dtype"])
             if device == "cuda" else None)
-    return {
+    out = {
         "spec": {k: getattr(spec, k) for k in ("vocab_size", "seq_len", "n_layer", "d_model",
                                                "precision", "n", "steps", "batch_size", "lr")},
         "params": spec.params, "seeds": seeds, "compute_dtype": recs[0]["compute_dtype"],
-        "device": recs[0]["device"], "train_wall_s": wall,
-        "train_tokens_per_s": tokens_per_s,
+        "device": recs[0]["device"], "compiled": compile_model, "train_wall_s": wall,
+        "tokens_per_model": recs[0]["tokens_per_model"],
+        "train_tokens_per_s": tokens / recs[0]["train_seconds"],
         "train_tokens_per_s_steady": steady,
         "train_flops_per_token": flops,
         "mfu": flops * steady / peak if peak else None,
+        "peak_memory_gib": (torch.cuda.max_memory_allocated() / 2**30
+                            if device == "cuda" else None),
+        "final_mem_bits_estimate": [r["final_mem_bits_estimate"] for r in recs],
+        "saturated": [r["saturated"] for r in recs],
+    }
+    if not evaluate:
+        return out
+    t1 = time.perf_counter()
+    models = [d / "model.safetensors" for d in dirs]
+    scores = score_cell(spec, seeds, models, train, held, dirs, [f"s{s}" for s in seeds],
+                        device=device, batch_size=2048)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    score_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    evals = evaluate_cell(spec, seeds, models, train, held, [d / "scores.parquet" for d in dirs],
+                          dirs, [f"s{s}" for s in seeds], prefix_lens=[8, 16, 32], device=device)
+    out |= {
         "score_sequences_per_s": len(seeds) * (spec.n + heldout) / score_s,
         "mem_bits": [s["mem_bits"] for s in scores],
         "memorized_fraction": [s["mem_bits"] / s["dataset_bits"] for s in scores],
         "bits_per_param": [s["mem_bits"] / spec.params for s in scores],
-        "saturated": [r["saturated"] for r in recs],
         "heldout_loss": [s["heldout_loss"] for s in scores],
-        "evaluate_s": evaluate_s,
+        "evaluate_s": time.perf_counter() - t2,
         "mia_loss_auc": [next(m["auc"] for m in e["mia"] if m["attack"] == "loss")
                          for e in evals],
         "mia_loss_f1_median": [next(m["f1_median"] for m in e["mia"] if m["attack"] == "loss")
@@ -88,41 +111,120 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str,
         "extraction": [{f"{x['split']} k={x['prefix_len']}": x["rate"] for x in e["extraction"]}
                        for e in evals],
     }
+    return out
+
+
+def count_syncs(root: Path, spec: TrainSpec, device: str) -> int:
+    """Synchronising CUDA calls during one training run with no evaluation between steps."""
+    if device != "cuda":
+        return 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run_cell(root, spec, [0, 1], device, evaluate=False, log_every=10**9,
+                     tag=f"sync{spec.steps}-")
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def shapes(quick: bool, steps: int) -> tuple[TrainSpec, TrainSpec]:
+    """(tiny data-limited cell, the budget cell), both in bf16."""
+    tiny = TrainSpec(vocab_size=16, seq_len=16, n_layer=1, d_model=16, precision="bf16", n=8,
+                     steps=300, batch_size=32, lr=0.03, eval_every=50)
+    if quick:  # a CPU-sized stand-in, only to exercise every path of this script
+        big = TrainSpec(vocab_size=64, seq_len=16, n_layer=2, d_model=16, precision="bf16",
+                        n=64, steps=steps, batch_size=32, lr=0.01,
+                        eval_every=max(1, steps // 20), eval_samples=64)
+    else:
+        big = TrainSpec(vocab_size=2048, seq_len=64, n_layer=2, d_model=128, precision="bf16",
+                        n=4096, steps=steps, batch_size=256, lr=0.003,
+                        eval_every=max(1, steps // 20), eval_samples=1024)
+    return tiny, big
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out", type=Path)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=10000, help="steps of the budget cell")
+    p.add_argument("--budget-s", type=float, default=240.0,
+                   help="skip the sections that would start after this many seconds")
     p.add_argument("--device", default="cuda", help="cpu only to try the script itself")
+    p.add_argument("--quick", action="store_true", help="CPU-sized shapes (trying the script)")
     args = p.parse_args()
+    t_start = time.perf_counter()
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "none"
-    result = {"gpu": gpu, "torch": torch.__version__, "cells": []}
+    result: dict = {"gpu": gpu, "torch": torch.__version__, "sections": {}, "cells": []}
+    tiny, big = shapes(args.quick, args.steps)
+    short = max(20, args.steps // 10)
+
+    def section(name: str, fn) -> None:
+        elapsed = time.perf_counter() - t_start
+        if elapsed > args.budget_s:
+            result["sections"][name] = f"skipped: {elapsed:.0f} s > budget {args.budget_s:.0f} s"
+        else:
+            print(f"== {name} (at {elapsed:.0f} s)", flush=True)
+            t0 = time.perf_counter()
+            try:
+                fn()
+                result["sections"][name] = f"ok in {time.perf_counter() - t0:.1f} s"
+            except Exception as exc:  # one broken section must not cost the others' numbers
+                traceback.print_exc()
+                result["sections"][name] = f"failed: {type(exc).__name__}: {exc}"
+        result["total_s"] = time.perf_counter() - t_start
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for precision in ("bf16", "fp32"):
-            small = TrainSpec(vocab_size=16, seq_len=16, n_layer=1, d_model=16,
-                              precision=precision, n=8, steps=300, batch_size=32, lr=0.03,
-                              eval_every=50)
-            cell = run_cell(root, small, [0, 1], args.device)
-            result["cells"].append({"check": "data-limited", **cell})
-            big = TrainSpec(vocab_size=2048, seq_len=64, n_layer=2, d_model=128,
-                            precision=precision, n=4096, steps=args.steps, batch_size=256,
-                            lr=0.003, eval_every=max(1, args.steps // 20), eval_samples=1024)
+
+        def syncs() -> None:
+            k = 20
+            spec = replace(big, eval_every=10**6)
+            a = count_syncs(root, replace(spec, steps=k), args.device)
+            b = count_syncs(root, replace(spec, steps=3 * k), args.device)
+            result["host_syncs"] = {"steps": [k, 3 * k], "syncs": [a, b],
+                                    "per_extra_step": (b - a) / (2 * k)}
+
+        def data_limited() -> None:
+            for precision in ("bf16", "fp32"):
+                cell = run_cell(root, replace(tiny, precision=precision), [0, 1], args.device)
+                result["cells"].append({"check": f"data-limited {precision}", **cell})
+
+        def budget() -> None:
             cell = run_cell(root, big, [0, 1], args.device)
-            result["cells"].append({"check": "L2-d128 N4096", **cell})
-            one = run_cell(root, replace(big, steps=max(1, args.steps // 3)), [0], args.device)
-            result["cells"].append({"check": "L2-d128 N4096 unpacked", **one})
-            result[f"packed_vs_unpacked_{precision}"] = (cell["train_tokens_per_s"]
-                                                         / one["train_tokens_per_s"])
-            if precision == "bf16":  # torch.compile: steady-state speed and compile time
-                comp = run_cell(root, replace(big, steps=max(1, args.steps // 3)), [0, 1],
-                                args.device, compile_model=True)
-                result["cells"].append({"check": "L2-d128 N4096 compiled", **comp})
-                result["compiled_vs_eager_bf16"] = (comp["train_tokens_per_s_steady"]
-                                                    / cell["train_tokens_per_s_steady"])
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
+            cell["paper_token_fraction"] = cell["tokens_per_model"] / PAPER_TOKENS_L2_D128
+            result["cells"].append({"check": "budget bf16", **cell})
+
+        def packing() -> None:
+            rates = {}
+            for m in (1, 2, 8):
+                cell = run_cell(root, replace(big, steps=short, eval_every=max(1, short // 5)),
+                                list(range(m)), args.device, evaluate=False, tag="pack-")
+                result["cells"].append({"check": f"packing {m} models", **cell})
+                rates[m] = cell["train_tokens_per_s_steady"]
+            result["packed_vs_unpacked"] = {f"{m} models": rates[m] / rates[1] for m in rates}
+            result["steady_tokens_per_s_by_models"] = rates
+
+        def compiled() -> None:
+            spec = replace(big, steps=short, eval_every=max(1, short // 5))
+            comp = run_cell(root, spec, [0, 1], args.device, compile_model=True,
+                            evaluate=False, tag="compile-")
+            result["cells"].append({"check": "compiled 2 models", **comp})
+            eager = next(c for c in result["cells"] if c["check"] == "packing 2 models")
+            result["compiled_vs_eager"] = (comp["train_tokens_per_s_steady"]
+                                           / eager["train_tokens_per_s_steady"])
+
+        def fp32() -> None:
+            cell = run_cell(root, replace(big, precision="fp32", steps=max(1, args.steps // 3)),
+                            [0, 1], args.device)
+            result["cells"].append({"check": "budget fp32, a third of the steps", **cell})
+
+        for name, fn in [("host syncs", syncs), ("data-limited", data_limited),
+                         ("budget", budget), ("packing", packing), ("compile", compiled),
+                         ("fp32", fp32)]:
+            section(name, fn)
     print(json.dumps(result, indent=2))
 
 

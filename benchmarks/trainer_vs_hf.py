@@ -8,6 +8,7 @@ sequences/s (scoring) and the ratio memcap / baseline.
 
     pip install "transformers>=4.40"
     python benchmarks/trainer_vs_hf.py [--device cpu|cuda] [--seeds 2] [--steps 60]
+                                       [--shapes L1-d16,L2-d16,L1-d32]
 """
 
 from __future__ import annotations
@@ -24,7 +25,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from memcap.model import PackedGPT, n_heads, param_count, sequence_nll_bits, token_nll  # noqa: E402
 
-SHAPES = [(1, 16), (2, 16), (1, 32)]  # the default experiment's architectures above d 8
+SHAPES = "L1-d16,L2-d16,L1-d32"  # the default experiment's architectures above d 8
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """'L1-d16,L2-d64' -> [(1, 16), (2, 64)]."""
+    out = []
+    for item in text.split(","):
+        layers, _, width = item.strip().partition("-d")
+        if not (layers.startswith("L") and layers[1:].isdigit() and width.isdigit()):
+            raise SystemExit(f"--shapes: expected items like L2-d64, got {item!r}")
+        out.append((int(layers[1:]), int(width)))
+    return out
 
 
 def _sync(device: torch.device) -> None:
@@ -134,11 +146,12 @@ def main() -> None:
     p.add_argument("--score-n", type=int, default=1024)
     p.add_argument("--threads", type=int, default=1, help="CPU threads (the workflow uses 1)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--shapes", default=SHAPES, help="architectures, e.g. L1-d16,L2-d64")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    rows = [bench_shape(L, d, args, device) for L, d in SHAPES]
+    rows = [bench_shape(L, d, args, device) for L, d in parse_shapes(args.shapes)]
     print(f"device {device} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}"
           f"), torch {torch.__version__}, {args.seeds} seeds, V {args.vocab}, S {args.seq}, "
           f"batch {args.batch}, threads {args.threads}")

@@ -117,6 +117,11 @@ def test_epoch_sampler_visits_every_sample_once_per_epoch():
         assert sorted(seen[m, :10].tolist()) == list(range(10))
         assert sorted(seen[m, 10:].tolist()) == list(range(10))
     assert not torch.equal(seen[0], seen[1])
+    # a step's batch is a pure function of (seed, step): a fresh sampler jumping straight to
+    # step 3 (which straddles epochs 1 and 2) draws the same indices
+    assert torch.equal(EpochSampler([0, 1], n=10, batch=4).indices(3), seen[:, 12:16])
+    with pytest.raises(ValueError, match="batch 11"):
+        EpochSampler([0], n=10, batch=11)
 
 
 def test_lr_schedule_warms_up_and_decays():

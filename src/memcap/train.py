@@ -104,31 +104,42 @@ def lr_at(spec: TrainSpec, step: int) -> float:
 
 class EpochSampler:
     """Batch indices for step t: positions t·B … t·B+B−1 of the concatenated epochs, where
-    epoch e of model m is a permutation drawn from a generator keyed by (seed_m, e)."""
+    epoch e of model m is a permutation drawn from a CPU generator keyed by (seed_m, e), so
+    the order is the same on every device.
 
-    def __init__(self, seeds: list[int], n: int, batch: int) -> None:
+    Each epoch's permutations are drawn once and copied to the device asynchronously (pinned
+    memory on CUDA); a step only slices them there, so the training loop never waits for the
+    host."""
+
+    def __init__(self, seeds: list[int], n: int, batch: int,
+                 device: torch.device | str = "cpu") -> None:
+        if not 1 <= batch <= n:
+            raise ValueError(f"batch {batch} must be between 1 and n {n}")
         self.seeds, self.n, self.batch = seeds, n, batch
-        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+        self.device = torch.device(device)
+        self._cache: dict[int, torch.Tensor] = {}
 
-    def _perm(self, m: int, epoch: int) -> torch.Tensor:
-        key = (m, epoch)
-        if key not in self._cache:
-            if len(self._cache) > 4 * len(self.seeds):
-                self._cache.clear()
-            g = torch.Generator().manual_seed(self.seeds[m] * 1_000_003 + epoch)
-            self._cache[key] = torch.randperm(self.n, generator=g)
-        return self._cache[key]
+    def _epoch(self, epoch: int) -> torch.Tensor:
+        """(M, n) permutations of one epoch, on the device."""
+        if epoch not in self._cache:
+            for old in [e for e in self._cache if e < epoch - 1]:
+                del self._cache[old]
+            perms = torch.stack([
+                torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                    seed * 1_000_003 + epoch)) for seed in self.seeds])
+            if self.device.type == "cuda":
+                perms = perms.pin_memory().to(self.device, non_blocking=True)
+            self._cache[epoch] = perms.to(self.device)
+        return self._cache[epoch]
 
     def indices(self, step: int) -> torch.Tensor:
+        """(M, B) sample indices of step `step`, on the device."""
         start = step * self.batch
         epoch, offset = divmod(start, self.n)
-        rows = []
-        for m in range(len(self.seeds)):
-            perm = self._perm(m, epoch)
-            if offset + self.batch > self.n:
-                perm = torch.cat([perm, self._perm(m, epoch + 1)])
-            rows.append(perm[offset:offset + self.batch])
-        return torch.stack(rows)
+        perm = self._epoch(epoch)
+        if offset + self.batch > self.n:  # the batch runs into the next epoch (B ≤ n)
+            perm = torch.cat([perm, self._epoch(epoch + 1)], dim=1)
+        return perm[:, offset:offset + self.batch]
 
 
 def saturation(log: pl.DataFrame, steps: int, window: float, growth: float,
@@ -215,7 +226,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
     fused = torch_device.type == "cuda"
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2),
                            eps=spec.eps, weight_decay=spec.weight_decay, fused=fused)
-    sampler = EpochSampler(seeds, spec.n, spec.batch)
+    sampler = EpochSampler(seeds, spec.n, spec.batch, torch_device)
     rows: list[dict] = []
     step, elapsed = 0, 0.0
     identity = {"spec": asdict(spec), "seeds": list(seeds)}
@@ -270,7 +281,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
     while step < spec.steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(spec, step)
-        idx = sampler.indices(step).to(torch_device, non_blocking=True)
+        idx = sampler.indices(step)  # on the device already
         batch = torch.gather(data_t, 1, idx.unsqueeze(-1).expand(-1, -1, S)).long()  # (M,B,S)
         with amp:
             logits = forward(batch)
