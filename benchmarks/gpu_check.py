@@ -7,17 +7,20 @@ Sections (OUT_DIR/gpu_check.json is rewritten after each one; a section that fai
 its error and the next one runs; a section that would start after --budget-s is skipped):
 
 1. host syncs: the same packed cell trained for k and 3k steps with no evaluation between
-   steps, under torch.cuda.set_sync_debug_mode("warn"); the extra synchronisations per extra
-   step are 0 when the hot loop never waits for the host.
+   steps, under torch.cuda.set_sync_debug_mode("warn"), eager and as a CUDA graph; the extra
+   synchronisations per extra step are 0 when the hot loop never waits for the host.
+   CUDA graph matches eager: the same cell trained both ways, in fp32 and bf16; the largest
+   weight difference after the same steps.
 2. data-limited: a tiny cell whose data fit in the model must memorize ≥ 90 % of its bits, in
    bf16 and in fp32.
 3. budget: the paper's linearity-check shape (2 layers, d 128, V 2048, S 64, N 4096, 2 packed
    seeds, bf16) for --steps steps: bits per parameter within that many tokens, tokens/s, model
    FLOP utilisation, then scoring, membership inference and extraction on the GPU.
-4. packing: the same shape with 1, 2 and 8 packed models, training only: steady-state
-   tokens/s (from the first evaluation after step 0 to the end) and the ratio to one model.
-5. compile: the 2-model cell through torch.compile against eager, steady-state tokens/s; the
-   compile time shows in train_wall_s.
+4. packing: the same shape with 1, 2 and 8 packed models, training only, eager and as a CUDA
+   graph: steady-state tokens/s (from the first evaluation after step 0 to the end) and the
+   ratios to one model and to eager.
+5. compile: the 2-model cell through torch.compile against eager (neither as a CUDA graph),
+   steady-state tokens/s; the compile time shows in train_wall_s.
 6. fp32: the budget cell in strict fp32 (no TF32) for a third of the steps.
 """
 
@@ -47,18 +50,19 @@ PAPER_TOKENS_L2_D128 = 6.5e9  # the paper's training tokens for this shape (the 
 
 
 def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str, *, heldout: int = 256,
-             compile_model: bool = False, evaluate: bool = True, log_every: int | None = None,
-             tag: str = "") -> dict:
+             compile_model: bool = False, cuda_graph: bool = True, evaluate: bool = True,
+             log_every: int | None = None, tag: str = "") -> dict:
     train, held = write_seed_datasets(root / f"data-{spec.n}-{spec.seq_len}-{spec.vocab_size}",
                                       seeds, spec.n, spec.seq_len, spec.vocab_size, heldout)
     tag = f"{tag}{spec.n_layer}-{spec.d_model}-{spec.precision}-{spec.n}-{len(seeds)}"
-    dirs = [root / f"run-{tag}-{compile_model}-s{s}" for s in seeds]
+    dirs = [root / f"run-{tag}-{compile_model}-{cuda_graph}-s{s}" for s in seeds]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     recs = train_cell(spec, seeds, train, dirs, root / f"ck-{tag}.pt", device=device,
                       log_every=log_every or max(1, spec.steps // 5),
-                      echo=lambda s: print(s, flush=True), compile_model=compile_model)
+                      echo=lambda s: print(s, flush=True), compile_model=compile_model,
+                      cuda_graph=cuda_graph)
     wall = time.perf_counter() - t0
     tokens = recs[0]["steps_run"] * spec.batch * spec.seq_len * len(seeds)
     # steady state: from the first evaluation after step 0 to the end (leaves out start-up
@@ -74,7 +78,9 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str, *, held
         "spec": {k: getattr(spec, k) for k in ("vocab_size", "seq_len", "n_layer", "d_model",
                                                "precision", "n", "steps", "batch_size", "lr")},
         "params": spec.params, "seeds": seeds, "compute_dtype": recs[0]["compute_dtype"],
-        "device": recs[0]["device"], "compiled": compile_model, "train_wall_s": wall,
+        "device": recs[0]["device"], "compiled": compile_model,
+        "cuda_graph": recs[0]["cuda_graph"], "run_dirs": [str(d) for d in dirs],
+        "train_wall_s": wall,
         "tokens_per_model": recs[0]["tokens_per_model"],
         "train_tokens_per_s": tokens / recs[0]["train_seconds"],
         "train_tokens_per_s_steady": steady,
@@ -114,7 +120,7 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str, *, held
     return out
 
 
-def count_syncs(root: Path, spec: TrainSpec, device: str) -> int:
+def count_syncs(root: Path, spec: TrainSpec, device: str, cuda_graph: bool) -> int:
     """Synchronising CUDA calls during one training run with no evaluation between steps."""
     if device != "cuda":
         return 0
@@ -123,7 +129,7 @@ def count_syncs(root: Path, spec: TrainSpec, device: str) -> int:
         torch.cuda.set_sync_debug_mode("warn")
         try:
             run_cell(root, spec, [0, 1], device, evaluate=False, log_every=10**9,
-                     tag=f"sync{spec.steps}-")
+                     cuda_graph=cuda_graph, tag=f"sync{spec.steps}-")
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
@@ -182,10 +188,27 @@ def main() -> None:
         def syncs() -> None:
             k = 20
             spec = replace(big, eval_every=10**6)
-            a = count_syncs(root, replace(spec, steps=k), args.device)
-            b = count_syncs(root, replace(spec, steps=3 * k), args.device)
-            result["host_syncs"] = {"steps": [k, 3 * k], "syncs": [a, b],
-                                    "per_extra_step": (b - a) / (2 * k)}
+            for graph in (False, True):
+                a = count_syncs(root, replace(spec, steps=k), args.device, graph)
+                b = count_syncs(root, replace(spec, steps=3 * k), args.device, graph)
+                result["host_syncs" + ("_cuda_graph" if graph else "_eager")] = {
+                    "steps": [k, 3 * k], "syncs": [a, b], "per_extra_step": (b - a) / (2 * k)}
+
+        def graph_matches_eager() -> None:
+            # the same cell, graphed and eager: the weights after `short` steps must agree
+            from safetensors.torch import load_file
+            for precision in ("fp32", "bf16"):
+                spec = replace(big, precision=precision, steps=short,
+                               eval_every=max(1, short // 5))
+                weights = []
+                for graph in (False, True):
+                    cell = run_cell(root, spec, [0, 1], args.device, evaluate=False,
+                                    cuda_graph=graph, tag="match-")
+                    weights.append(load_file(str(Path(cell["run_dirs"][1])
+                                                 / "model.safetensors")))
+                eager, graphed = weights
+                result[f"cuda_graph_vs_eager_max_abs_weight_diff_{precision}"] = max(
+                    float((eager[k] - graphed[k]).abs().max()) for k in eager)
 
         def data_limited() -> None:
             for precision in ("bf16", "fp32"):
@@ -198,21 +221,28 @@ def main() -> None:
             result["cells"].append({"check": "budget bf16", **cell})
 
         def packing() -> None:
-            rates = {}
-            for m in (1, 2, 8):
-                cell = run_cell(root, replace(big, steps=short, eval_every=max(1, short // 5)),
-                                list(range(m)), args.device, evaluate=False, tag="pack-")
-                result["cells"].append({"check": f"packing {m} models", **cell})
-                rates[m] = cell["train_tokens_per_s_steady"]
-            result["packed_vs_unpacked"] = {f"{m} models": rates[m] / rates[1] for m in rates}
-            result["steady_tokens_per_s_by_models"] = rates
+            for graph in (False, True):
+                rates = {}
+                for m in (1, 2, 8):
+                    cell = run_cell(root, replace(big, steps=short, eval_every=max(1, short // 5)),
+                                    list(range(m)), args.device, evaluate=False, cuda_graph=graph,
+                                    tag="pack-")
+                    mode = "cuda graph" if cell["cuda_graph"] else "eager"
+                    result["cells"].append({"check": f"packing {m} models {mode}", **cell})
+                    rates[m] = cell["train_tokens_per_s_steady"]
+                key = "cuda_graph" if graph else "eager"
+                result[f"steady_tokens_per_s_by_models_{key}"] = rates
+                result[f"packed_vs_unpacked_{key}"] = {f"{m} models": rates[m] / rates[1]
+                                                       for m in rates}
+            g, e = (result[f"steady_tokens_per_s_by_models_{k}"] for k in ("cuda_graph", "eager"))
+            result["cuda_graph_vs_eager"] = {f"{m} models": g[m] / e[m] for m in g}
 
         def compiled() -> None:
             spec = replace(big, steps=short, eval_every=max(1, short // 5))
             comp = run_cell(root, spec, [0, 1], args.device, compile_model=True,
                             evaluate=False, tag="compile-")
             result["cells"].append({"check": "compiled 2 models", **comp})
-            eager = next(c for c in result["cells"] if c["check"] == "packing 2 models")
+            eager = next(c for c in result["cells"] if c["check"] == "packing 2 models eager")
             result["compiled_vs_eager"] = (comp["train_tokens_per_s_steady"]
                                            / eager["train_tokens_per_s_steady"])
 
@@ -221,9 +251,9 @@ def main() -> None:
                             [0, 1], args.device)
             result["cells"].append({"check": "budget fp32, a third of the steps", **cell})
 
-        for name, fn in [("host syncs", syncs), ("data-limited", data_limited),
-                         ("budget", budget), ("packing", packing), ("compile", compiled),
-                         ("fp32", fp32)]:
+        for name, fn in [("host syncs", syncs), ("cuda graph matches eager", graph_matches_eager),
+                         ("data-limited", data_limited), ("budget", budget),
+                         ("packing", packing), ("compile", compiled), ("fp32", fp32)]:
             section(name, fn)
     print(json.dumps(result, indent=2))
 

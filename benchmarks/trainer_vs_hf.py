@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from memcap.model import PackedGPT, n_heads, param_count, sequence_nll_bits, token_nll  # noqa: E402
+from memcap.train import GraphStep  # noqa: E402
 
 SHAPES = "L1-d16,L2-d16,L1-d32"  # the default experiment's architectures above d 8
 
@@ -110,6 +111,14 @@ def bench_shape(n_layer: int, d: int, args, device: torch.device) -> dict:
     t_memcap = time_steps(memcap_step, args.steps, args.warmup, device)
     t_hf = time_steps(hf_step, args.steps, args.warmup, device)
     tokens = M * B * S
+    graph = {}
+    if device.type == "cuda":  # memcap's GPU path: the whole step replayed as a CUDA graph
+        g_opt = torch.optim.Adam(packed.parameters(), lr=torch.tensor(1e-3, device=device),
+                                 fused=True, capturable=True)
+        step = GraphStep(packed, packed, g_opt, data, B, args.bf16)
+        idx = torch.arange(B, device=device).expand(M, B)
+        t_graph = time_steps(lambda: step(idx), args.steps, args.warmup, device)
+        graph = {"memcap_cuda_graph": tokens / t_graph, "ratio_cuda_graph": t_hf / t_graph}
 
     @torch.no_grad()
     def hf_score() -> None:
@@ -128,7 +137,7 @@ def bench_shape(n_layer: int, d: int, args, device: torch.device) -> dict:
     return {
         "arch": f"L{n_layer}-d{d}", "params": param_count(V, S, n_layer, d),
         "train_tokens_per_s": {"memcap": tokens / t_memcap, "hf_baseline": tokens / t_hf,
-                               "ratio": t_hf / t_memcap},
+                               "ratio": t_hf / t_memcap, **graph},
         "score_sequences_per_s": {"memcap": seqs / s_memcap, "hf_baseline": seqs / s_hf,
                                   "ratio": s_hf / s_memcap},
     }
@@ -162,6 +171,9 @@ def main() -> None:
         print(f"{r['arch']:8} {r['params']:>8,} {t['memcap']:>19,.0f} {t['hf_baseline']:>10,.0f}"
               f" {t['ratio']:>6.2f} {s['memcap']:>19,.0f} {s['hf_baseline']:>10,.0f}"
               f" {s['ratio']:>6.2f}")
+        if "memcap_cuda_graph" in t:
+            print(f"{'':8} {'':>8} {t['memcap_cuda_graph']:>19,.0f} (CUDA graph) ratio "
+                  f"{t['ratio_cuda_graph']:.2f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"device": str(device), "args": vars(args) | {

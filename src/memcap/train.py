@@ -12,6 +12,7 @@ Outputs per seed, in its run folder, all written only after every seed finished:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -23,6 +24,7 @@ import numpy as np
 import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from memcap import device as dev
 from memcap.data import read_tokens
@@ -186,14 +188,72 @@ def load_packed(spec: TrainSpec, model_paths: list[Path], device: torch.device) 
     return model.to(device)
 
 
+class GraphStep:
+    """One whole training step (gather, forward, loss, backward, Adam) captured as a CUDA graph.
+
+    Tiny models leave a GPU idle while Python launches hundreds of small kernels per step; a
+    replayed graph launches them all at once. The arithmetic is the eager step's: the same
+    kernels on the same tensors (the autocast weight cache is off, as capture requires).
+    Inputs live in fixed buffers: `idx` (the step's sample indices) and the optimizer's lr
+    tensor; `losses` holds the step's per-model loss after each replay."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
+                 opt: torch.optim.Optimizer, data: torch.Tensor, batch: int, bf16: bool) -> None:
+        self.forward, self.model, self.opt, self.data = forward, model, opt, data
+        self.bf16 = bf16
+        M, _, S = data.shape
+        self.idx = torch.zeros(M, batch, dtype=torch.long, device=data.device)
+        self.graph = torch.cuda.CUDAGraph()
+        # capture needs a few eager warm-up steps on a side stream; they must not count, so
+        # every parameter and optimizer state is put back to what it was before them
+        saved = {p: p.detach().clone() for p in model.parameters()}
+        had_state = {p: {k: v.clone() for k, v in opt.state[p].items()}
+                     for p in model.parameters() if p in opt.state}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                opt.zero_grad(set_to_none=True)
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for p, value in saved.items():
+                p.copy_(value)
+                for k, v in opt.state[p].items():
+                    v.copy_(had_state[p][k]) if p in had_state else v.zero_()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.losses = self._step()
+
+    def _step(self) -> torch.Tensor:
+        S = self.data.shape[2]
+        batch = torch.gather(self.data, 1, self.idx.unsqueeze(-1).expand(-1, -1, S)).long()
+        amp = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.bf16
+               else contextlib.nullcontext())
+        with amp:
+            logits = self.forward(batch)
+        losses = token_nll(logits, batch).mean(dim=(1, 2))
+        losses.sum().backward()
+        self.opt.step()
+        return losses.detach()
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        self.idx.copy_(idx)
+        self.graph.replay()
+        return self.losses
+
+
 def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_dirs: list[Path],
                checkpoint: Path, device: str = "auto", threads: int = 1, log_every: int = 200,
                checkpoint_every: int = 500, label: str = "",
-               echo: Callable[[str], None] = print, compile_model: bool = False) -> list[dict]:
+               echo: Callable[[str], None] = print, compile_model: bool = False,
+               cuda_graph: bool = True) -> list[dict]:
     """Train one packed model per seed; write each seed's outputs; return the run records.
 
     compile_model: run the training forward pass through torch.compile (an execution
-    setting: same arithmetic, fused kernels; it pays a compile time up front)."""
+    setting: same arithmetic, fused kernels; it pays a compile time up front).
+    cuda_graph: on CUDA, replay each training step as one captured CUDA graph (GraphStep;
+    an execution setting too). Not with compile_model, and never on a CPU."""
     if not (len(seeds) == len(train_paths) == len(out_dirs)):
         raise ValueError("seeds, train_paths and out_dirs must have the same length")
     torch_device = dev.resolve_device(device)
@@ -224,8 +284,12 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
     model.to(torch_device)
     assert model.params_per_model() == spec.params
     fused = torch_device.type == "cuda"
-    opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2),
-                           eps=spec.eps, weight_decay=spec.weight_decay, fused=fused)
+    graphed = fused and cuda_graph and not compile_model
+    # a captured step reads the learning rate from a device tensor that is refilled each step
+    lr_t = torch.tensor(spec.lr, device=torch_device) if graphed else None
+    opt = torch.optim.Adam(model.parameters(), lr=lr_t if graphed else spec.lr,
+                           betas=(spec.beta1, spec.beta2), eps=spec.eps,
+                           weight_decay=spec.weight_decay, fused=fused, capturable=graphed)
     sampler = EpochSampler(seeds, spec.n, spec.batch, torch_device)
     rows: list[dict] = []
     step, elapsed = 0, 0.0
@@ -236,6 +300,9 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
         if state["identity"] == identity:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optim"])
+            if graphed:  # loading put a saved lr in the group; the graph reads lr_t
+                for group in opt.param_groups:
+                    group["lr"] = lr_t
             step, rows, elapsed = state["step"], state["rows"], state["elapsed"]
             echo(f"{label} resumed from checkpoint at step {step}/{spec.steps}")
         else:
@@ -276,19 +343,25 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
     if step == 0:
         evaluate(0, None)
     model.train()
+    graph_step = (GraphStep(forward, model, opt, data_t, spec.batch, dtype == "bf16")
+                  if graphed and step < spec.steps else None)
     losses = torch.zeros(M, device=torch_device)
     t_last, tok_last = time.perf_counter(), step
     while step < spec.steps:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(spec, step)
-        idx = sampler.indices(step)  # on the device already
-        batch = torch.gather(data_t, 1, idx.unsqueeze(-1).expand(-1, -1, S)).long()  # (M,B,S)
-        with amp:
-            logits = forward(batch)
-        losses = token_nll(logits, batch).mean(dim=(1, 2))  # (M,) nats per token
-        opt.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        opt.step()
+        idx = sampler.indices(step)  # (M, B), on the device already
+        if graph_step is not None:
+            lr_t.fill_(lr_at(spec, step))
+            losses = graph_step(idx)
+        else:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(spec, step)
+            batch = torch.gather(data_t, 1, idx.unsqueeze(-1).expand(-1, -1, S)).long()
+            with amp:
+                logits = forward(batch)  # (M, B, S, V)
+            losses = token_nll(logits, batch).mean(dim=(1, 2))  # (M,) nats per token
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            opt.step()
         step += 1
         last = step == spec.steps
         if torch_device.type == "cpu" or step % log_every == 0 or last:
@@ -325,7 +398,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
             **asdict(spec), "seed": seed, "params": spec.params, "saturated": sat,
             "mem_growth_last_window": growth, "final_train_loss": final["train_loss"],
             "final_mem_bits_estimate": final["mem_bits"], "device": torch_device.type,
-            "compute_dtype": dtype, "train_seconds": elapsed,
+            "compute_dtype": dtype, "cuda_graph": graphed, "train_seconds": elapsed,
             "steps_run": step, "stopped_early": stopped_at is not None,
             "compute_saved_frac": 1 - step / spec.steps if spec.steps else 0.0,
             "tokens_per_model": step * spec.batch * S,
