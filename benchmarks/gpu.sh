@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 tests=0
 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log" || tests=$?
-python3 benchmarks/gpu_check.py "$OUT" --steps "${STEPS:-10000}" --budget-s "${BUDGET_S:-200}" \
+python3 benchmarks/gpu_check.py "$OUT" --steps "${STEPS:-10000}" --budget-s "${BUDGET_S:-200}" --skip "${SKIP:-}" \
     2>&1 | tee "$OUT/gpu_check.log"
 python3 benchmarks/trainer_vs_hf.py --device cuda --bf16 --seeds 5 --vocab 2048 --seq 64 \
     --batch 256 --shapes L1-d16,L2-d16,L1-d32,L1-d64,L2-d64 --out "$OUT/trainer_vs_hf.json" \

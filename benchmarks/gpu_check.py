@@ -19,7 +19,8 @@ its error and the next one runs; a section that would start after --budget-s is 
 4. packing: the same shape with 1, 2 and 8 packed models, training only, eager and as a CUDA
    graph: steady-state tokens/s (from the first evaluation after step 0 to the end) and the
    ratios to one model and to eager.
-5. compile: the 2-model cell through torch.compile against eager (neither as a CUDA graph),
+5. compile: the 2-model cell, the training loss (model and loss) through torch.compile,
+   against not compiled: without and with a CUDA graph, and the 8-model cell as a CUDA graph;
    steady-state tokens/s; the compile time shows in train_wall_s.
 6. fp32: the budget cell in strict fp32 (no TF32) for a third of the steps.
 """
@@ -158,6 +159,7 @@ def main() -> None:
                    help="skip the sections that would start after this many seconds")
     p.add_argument("--device", default="cuda", help="cpu only to try the script itself")
     p.add_argument("--quick", action="store_true", help="CPU-sized shapes (trying the script)")
+    p.add_argument("--skip", default="", help="comma-separated section names to leave out")
     args = p.parse_args()
     t_start = time.perf_counter()
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "none"
@@ -165,9 +167,13 @@ def main() -> None:
     tiny, big = shapes(args.quick, args.steps)
     short = max(20, args.steps // 10)
 
+    skip = {x.strip() for x in args.skip.split(",") if x.strip()}
+
     def section(name: str, fn) -> None:
         elapsed = time.perf_counter() - t_start
-        if elapsed > args.budget_s:
+        if name in skip:
+            result["sections"][name] = "skipped: --skip"
+        elif elapsed > args.budget_s:
             result["sections"][name] = f"skipped: {elapsed:.0f} s > budget {args.budget_s:.0f} s"
         else:
             print(f"== {name} (at {elapsed:.0f} s)", flush=True)
@@ -239,12 +245,15 @@ def main() -> None:
 
         def compiled() -> None:
             spec = replace(big, steps=short, eval_every=max(1, short // 5))
-            comp = run_cell(root, spec, [0, 1], args.device, compile_model=True,
-                            evaluate=False, tag="compile-")
-            result["cells"].append({"check": "compiled 2 models", **comp})
-            eager = next(c for c in result["cells"] if c["check"] == "packing 2 models eager")
-            result["compiled_vs_eager"] = (comp["train_tokens_per_s_steady"]
-                                           / eager["train_tokens_per_s_steady"])
+            for m, graph in ((2, False), (2, True), (8, True)):
+                comp = run_cell(root, spec, list(range(m)), args.device, compile_model=True,
+                                cuda_graph=graph, evaluate=False, tag="compile-")
+                mode = "cuda graph" if comp["cuda_graph"] else "eager"
+                result["cells"].append({"check": f"compiled {m} models {mode}", **comp})
+                base = next(c for c in result["cells"]
+                            if c["check"] == f"packing {m} models {mode}")
+                result[f"compiled_vs_not_{m}_models_{mode.replace(' ', '_')}"] = (
+                    comp["train_tokens_per_s_steady"] / base["train_tokens_per_s_steady"])
 
         def fp32() -> None:
             cell = run_cell(root, replace(big, precision="fp32", steps=max(1, args.steps // 3)),

@@ -1,10 +1,11 @@
 """memcap's packed trainer and scorer against what a user would otherwise write.
 
 Baseline: HF transformers `GPT2LMHeadModel` of the same shape (tied embeddings, n_positions S,
-no dropout), one model per seed, with a plain torch AdamW loop. memcap: all seeds of a cell
-as one `PackedGPT` with Adam, the loop of `memcap.train`. Both measured in the same process, on
-the same machine, with the same threads, batch and data. Prints tokens/s (training) and
-sequences/s (scoring) and the ratio memcap / baseline.
+no dropout), one model per seed, with a plain torch AdamW loop (fused, as memcap's Adam).
+memcap: all seeds of a cell as one `PackedGPT` with Adam and the loss of `memcap.train`, eager
+and, on CUDA, as the captured CUDA graph that `memcap.train` replays. Both measured in the
+same process, on the same machine, with the same threads, batch and data. Prints tokens/s
+(training) and sequences/s (scoring) and the ratio memcap / baseline.
 
     pip install "transformers>=4.40"
     python benchmarks/trainer_vs_hf.py [--device cpu|cuda] [--seeds 2] [--steps 60]
@@ -23,8 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from memcap.model import PackedGPT, n_heads, param_count, sequence_nll_bits, token_nll  # noqa: E402
-from memcap.train import GraphStep  # noqa: E402
+from memcap.model import PackedGPT, n_heads, param_count, sequence_nll_bits  # noqa: E402
+from memcap.train import GraphStep, training_loss  # noqa: E402
 
 SHAPES = "L1-d16,L2-d16,L1-d32"  # the default experiment's architectures above d 8
 
@@ -87,18 +88,19 @@ def bench_shape(n_layer: int, d: int, args, device: torch.device) -> dict:
     packed = PackedGPT(M, V, S, n_layer, d, n_heads(d, 16))
     packed.init_weights(list(range(M)))
     packed.to(device)
-    opt = torch.optim.Adam(packed.parameters(), lr=1e-3, fused=device.type == "cuda")
+    opt = torch.optim.Adam(packed.parameters(), lr=1e-3, fused=True)
+    loss_fn = training_loss(packed, device, "bf16" if args.bf16 and device.type == "cuda"
+                            else "fp32")
 
     def memcap_step() -> None:
-        with amp:
-            losses = token_nll(packed(data), data).mean(dim=(1, 2))
+        losses = loss_fn(data)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()
 
     models = hf_models(M, V, S, n_layer, d, device)
-    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.0,
-                              fused=device.type == "cuda") for m in models]
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.0, fused=True)
+            for m in models]
 
     def hf_step() -> None:
         for i, (model, o) in enumerate(zip(models, opts, strict=True)):
@@ -115,7 +117,7 @@ def bench_shape(n_layer: int, d: int, args, device: torch.device) -> dict:
     if device.type == "cuda":  # memcap's GPU path: the whole step replayed as a CUDA graph
         g_opt = torch.optim.Adam(packed.parameters(), lr=torch.tensor(1e-3, device=device),
                                  fused=True, capturable=True)
-        step = GraphStep(packed, packed, g_opt, data, B, args.bf16)
+        step = GraphStep(loss_fn, packed, g_opt, data, B)
         idx = torch.arange(B, device=device).expand(M, B)
         t_graph = time_steps(lambda: step(idx), args.steps, args.warmup, device)
         graph = {"memcap_cuda_graph": tokens / t_graph, "ratio_cuda_graph": t_hf / t_graph}

@@ -12,7 +12,6 @@ Outputs per seed, in its run folder, all written only after every seed finished:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -188,24 +187,47 @@ def load_packed(spec: TrainSpec, model_paths: list[Path], device: torch.device) 
     return model.to(device)
 
 
+def training_loss(model: nn.Module, device: torch.device, dtype: str,
+                  compile_model: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """batch (M, B, S) -> mean next-token loss of each model (M,) in nats: the forward pass
+    under bf16 autocast when dtype is bf16, the loss in fp32. compile_model puts the whole
+    function (model and loss) through torch.compile. The autocast weight cache is off: each
+    weight is cast once per step anyway, and a captured CUDA graph cannot use the cache."""
+    bf16 = dtype == "bf16"
+
+    def loss(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16,
+                            cache_enabled=False):
+            logits = model(batch)  # (M, B, S, V)
+        return token_nll(logits, batch).mean(dim=(1, 2))
+
+    if compile_model:
+        # inductor's CPU backend imports setuptools; when the stdlib distutils was imported
+        # earlier in the process, setuptools' distutils shim fails an assertion unless told
+        # to leave distutils alone
+        os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
+        return torch.compile(loss)
+    return loss
+
+
 class GraphStep:
     """One whole training step (gather, forward, loss, backward, Adam) captured as a CUDA graph.
 
     Tiny models leave a GPU idle while Python launches hundreds of small kernels per step; a
     replayed graph launches them all at once. The arithmetic is the eager step's: the same
-    kernels on the same tensors (the autocast weight cache is off, as capture requires).
-    Inputs live in fixed buffers: `idx` (the step's sample indices) and the optimizer's lr
-    tensor; `losses` holds the step's per-model loss after each replay."""
+    kernels on the same tensors. Inputs live in fixed buffers: `idx` (the step's sample
+    indices) and the optimizer's lr tensor; `losses` holds the step's per-model loss after
+    each replay. The optimizer must be capturable, with its lr a device tensor."""
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
-                 opt: torch.optim.Optimizer, data: torch.Tensor, batch: int, bf16: bool) -> None:
-        self.forward, self.model, self.opt, self.data = forward, model, opt, data
-        self.bf16 = bf16
+    def __init__(self, loss: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
+                 opt: torch.optim.Optimizer, data: torch.Tensor, batch: int) -> None:
+        self.loss, self.opt, self.data = loss, opt, data
         M, _, S = data.shape
         self.idx = torch.zeros(M, batch, dtype=torch.long, device=data.device)
         self.graph = torch.cuda.CUDAGraph()
-        # capture needs a few eager warm-up steps on a side stream; they must not count, so
-        # every parameter and optimizer state is put back to what it was before them
+        # capture needs a few eager warm-up steps on a side stream (they also compile, when
+        # the loss is compiled); they must not count, so every parameter and optimizer state
+        # is put back to what it was before them
         saved = {p: p.detach().clone() for p in model.parameters()}
         had_state = {p: {k: v.clone() for k, v in opt.state[p].items()}
                      for p in model.parameters() if p in opt.state}
@@ -228,11 +250,7 @@ class GraphStep:
     def _step(self) -> torch.Tensor:
         S = self.data.shape[2]
         batch = torch.gather(self.data, 1, self.idx.unsqueeze(-1).expand(-1, -1, S)).long()
-        amp = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.bf16
-               else contextlib.nullcontext())
-        with amp:
-            logits = self.forward(batch)
-        losses = token_nll(logits, batch).mean(dim=(1, 2))
+        losses = self.loss(batch)
         losses.sum().backward()
         self.opt.step()
         return losses.detach()
@@ -250,10 +268,10 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
                cuda_graph: bool = True) -> list[dict]:
     """Train one packed model per seed; write each seed's outputs; return the run records.
 
-    compile_model: run the training forward pass through torch.compile (an execution
-    setting: same arithmetic, fused kernels; it pays a compile time up front).
+    compile_model: run the training forward pass and loss through torch.compile (an
+    execution setting: same arithmetic, fused kernels; it pays a compile time up front).
     cuda_graph: on CUDA, replay each training step as one captured CUDA graph (GraphStep;
-    an execution setting too). Not with compile_model, and never on a CPU."""
+    an execution setting too; compiled or not). Never on a CPU."""
     if not (len(seeds) == len(train_paths) == len(out_dirs)):
         raise ValueError("seeds, train_paths and out_dirs must have the same length")
     torch_device = dev.resolve_device(device)
@@ -283,13 +301,13 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
     model.init_weights(seeds)
     model.to(torch_device)
     assert model.params_per_model() == spec.params
-    fused = torch_device.type == "cuda"
-    graphed = fused and cuda_graph and not compile_model
+    # fused Adam: one kernel (CUDA) or one vectorised loop (CPU) for every parameter
+    graphed = torch_device.type == "cuda" and cuda_graph
     # a captured step reads the learning rate from a device tensor that is refilled each step
     lr_t = torch.tensor(spec.lr, device=torch_device) if graphed else None
     opt = torch.optim.Adam(model.parameters(), lr=lr_t if graphed else spec.lr,
                            betas=(spec.beta1, spec.beta2), eps=spec.eps,
-                           weight_decay=spec.weight_decay, fused=fused, capturable=graphed)
+                           weight_decay=spec.weight_decay, fused=True, capturable=graphed)
     sampler = EpochSampler(seeds, spec.n, spec.batch, torch_device)
     rows: list[dict] = []
     step, elapsed = 0, 0.0
@@ -332,18 +350,13 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
                         "optim": opt.state_dict(), "step": step, "rows": rows,
                         "elapsed": elapsed + time.perf_counter() - t0}, tmp)
 
-    if compile_model:
-        # inductor's CPU backend imports setuptools; when the stdlib distutils was imported
-        # earlier in the process, setuptools' distutils shim fails an assertion unless told
-        # to leave distutils alone
-        os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
-    forward = torch.compile(model) if compile_model else model
+    loss_fn = training_loss(model, torch_device, dtype, compile_model)
     t0 = time.perf_counter()
     stopped_at = None
     if step == 0:
         evaluate(0, None)
     model.train()
-    graph_step = (GraphStep(forward, model, opt, data_t, spec.batch, dtype == "bf16")
+    graph_step = (GraphStep(loss_fn, model, opt, data_t, spec.batch)
                   if graphed and step < spec.steps else None)
     losses = torch.zeros(M, device=torch_device)
     t_last, tok_last = time.perf_counter(), step
@@ -356,9 +369,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
             for group in opt.param_groups:
                 group["lr"] = lr_at(spec, step)
             batch = torch.gather(data_t, 1, idx.unsqueeze(-1).expand(-1, -1, S)).long()
-            with amp:
-                logits = forward(batch)  # (M, B, S, V)
-            losses = token_nll(logits, batch).mean(dim=(1, 2))  # (M,) nats per token
+            losses = loss_fn(batch)  # (M,) nats per token
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
