@@ -26,12 +26,14 @@ rule train:
         device=config["device"],
         log_every=RT["log_every"],
         checkpoint_every=RT["checkpoint_every"],
-        compile=int(RT["compile"]),
+        compile=str(RT["compile"]).lower(),
+        cuda_graph=int(RT["cuda_graphs"]),
     shell:
         "python -m memcap train --spec {params.spec} --seeds {params.seeds} --data {input}"
         " --run-dirs {params.dirs} --checkpoint {params.checkpoint}"
         " --device {resources.device} --threads {threads}"
         " --log-every {resources.log_every}"
         " --checkpoint-every {resources.checkpoint_every} --compile {resources.compile}"
+        " --cuda-graph {resources.cuda_graph}"
         " --label '{wildcards.kind} {wildcards.arch} {wildcards.precision} n={wildcards.n}'"
         " > {log} 2>&1"

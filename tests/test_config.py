@@ -92,6 +92,13 @@ def test_defaults_are_filled(cfg):
     del cfg["runtime"]
     out = validate_config(cfg)
     assert out["train"]["schedule"] == "cosine" and out["runtime"]["threads"] == 1
+    assert out["runtime"]["compile"] == "auto" and out["runtime"]["cuda_graphs"] is True
+
+
+def test_compile_setting_is_checked(cfg):
+    cfg["runtime"]["compile"] = "sometimes"
+    msg = _error(cfg)
+    assert "runtime.compile" in msg and "auto" in msg
 
 
 def _error(cfg) -> str:

@@ -171,7 +171,8 @@ def test_nothing_changed_schedules_nothing(smoke):
 
 def test_execution_settings_rerun_nothing(smoke):
     def edit(cfg):
-        cfg["runtime"] = {"log_every": 7, "checkpoint_every": 11, "score_batch_size": 3}
+        cfg["runtime"] = {"log_every": 7, "checkpoint_every": 11, "score_batch_size": 3,
+                          "compile": True, "cuda_graphs": False}
         cfg["device"] = "cpu"
     assert plan(smoke, edited(smoke, "runtime", edit)) == {}
 

@@ -18,8 +18,8 @@ RUNS_COLUMNS = [
     "run_id", "kind", "vocab_size", "seq_len", "n", "seed", "arch", "n_layer", "d_model",
     "params", "precision", "compute_dtype", "steps", "batch_size", "lr", "saturated",
     "mem_growth_last_window", "final_train_loss", "train_loss", "heldout_loss", "device",
-    "train_seconds", "tokens_per_model", "early_stop", "steps_run", "stopped_early",
-    "compute_saved_frac",
+    "compiled", "cuda_graph", "train_seconds", "tokens_per_model", "early_stop", "steps_run",
+    "stopped_early", "compute_saved_frac",
 ]
 
 

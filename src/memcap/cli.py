@@ -133,7 +133,9 @@ def cmd_train(a: argparse.Namespace) -> None:
     records = train_cell(_spec(a.spec), _ints(a.seeds), a.data, a.run_dirs, a.checkpoint,
                          device=a.device, threads=a.threads, log_every=a.log_every,
                          checkpoint_every=a.checkpoint_every, label=a.label,
-                         echo=lambda s: print(s, flush=True), compile_model=bool(a.compile))
+                         echo=lambda s: print(s, flush=True),
+                         compile_model=None if a.compile == "auto" else a.compile == "true",
+                         cuda_graph=bool(a.cuda_graph))
     for r in records:
         print(f"{a.label} seed {r['seed']}: {r['final_mem_bits_estimate']:,.0f} bits "
               f"({r['final_mem_bits_estimate'] / r['params']:.3f} bits/param), "
@@ -360,8 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=int, default=200)
     t.add_argument("--checkpoint-every", type=int, default=500)
     t.add_argument("--label", default="")
-    t.add_argument("--compile", type=int, choices=[0, 1], default=0,
-                   help="1: torch.compile the training forward pass")
+    t.add_argument("--compile", choices=["auto", "true", "false"], default="auto",
+                   help="torch.compile the training loss; auto: on CUDA only")
+    t.add_argument("--cuda-graph", type=int, choices=[0, 1], default=1,
+                   help="1: on CUDA, replay each training step as a captured CUDA graph")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="per-sample code lengths of all seeds of one cell")

@@ -264,12 +264,13 @@ class GraphStep:
 def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_dirs: list[Path],
                checkpoint: Path, device: str = "auto", threads: int = 1, log_every: int = 200,
                checkpoint_every: int = 500, label: str = "",
-               echo: Callable[[str], None] = print, compile_model: bool = False,
+               echo: Callable[[str], None] = print, compile_model: bool | None = None,
                cuda_graph: bool = True) -> list[dict]:
     """Train one packed model per seed; write each seed's outputs; return the run records.
 
     compile_model: run the training forward pass and loss through torch.compile (an
-    execution setting: same arithmetic, fused kernels; it pays a compile time up front).
+    execution setting: same arithmetic, fused kernels; it pays a compile time up front);
+    None: compile on CUDA, where it pays (benchmarks/gpu.sh), not on a CPU.
     cuda_graph: on CUDA, replay each training step as one captured CUDA graph (GraphStep;
     an execution setting too; compiled or not). Never on a CPU."""
     if not (len(seeds) == len(train_paths) == len(out_dirs)):
@@ -303,6 +304,8 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
     assert model.params_per_model() == spec.params
     # fused Adam: one kernel (CUDA) or one vectorised loop (CPU) for every parameter
     graphed = torch_device.type == "cuda" and cuda_graph
+    if compile_model is None:
+        compile_model = torch_device.type == "cuda"
     # a captured step reads the learning rate from a device tensor that is refilled each step
     lr_t = torch.tensor(spec.lr, device=torch_device) if graphed else None
     opt = torch.optim.Adam(model.parameters(), lr=lr_t if graphed else spec.lr,
@@ -409,7 +412,8 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
             **asdict(spec), "seed": seed, "params": spec.params, "saturated": sat,
             "mem_growth_last_window": growth, "final_train_loss": final["train_loss"],
             "final_mem_bits_estimate": final["mem_bits"], "device": torch_device.type,
-            "compute_dtype": dtype, "cuda_graph": graphed, "train_seconds": elapsed,
+            "compute_dtype": dtype, "cuda_graph": graphed, "compiled": compile_model,
+            "train_seconds": elapsed,
             "steps_run": step, "stopped_early": stopped_at is not None,
             "compute_saved_frac": 1 - step / spec.steps if spec.steps else 0.0,
             "tokens_per_model": step * spec.batch * S,
