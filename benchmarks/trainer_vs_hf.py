@@ -90,7 +90,7 @@ def bench_shape(n_layer: int, d: int, args, device: torch.device) -> dict:
     packed.to(device)
     opt = torch.optim.Adam(packed.parameters(), lr=1e-3, fused=True)
     loss_fn = training_loss(packed, device, "bf16" if args.bf16 and device.type == "cuda"
-                            else "fp32")
+                            else "fp32", compile_model=args.compile)
 
     def memcap_step() -> None:
         losses = loss_fn(data)
@@ -157,6 +157,8 @@ def main() -> None:
     p.add_argument("--score-n", type=int, default=1024)
     p.add_argument("--threads", type=int, default=1, help="CPU threads (the workflow uses 1)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--compile", action="store_true",
+                   help="memcap's loss through torch.compile (the warm-up steps compile)")
     p.add_argument("--shapes", default=SHAPES, help="architectures, e.g. L1-d16,L2-d64")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
