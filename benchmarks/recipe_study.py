@@ -9,6 +9,7 @@ architecture's capacity and the study reports the best N per recipe.
     python benchmarks/recipe_study.py                   # the study (about 10 minutes, 1 core)
     python benchmarks/recipe_study.py --quick           # a 1-minute subset
     python benchmarks/recipe_study.py --out docs/measurements/recipe_study.json
+    python benchmarks/recipe_study.py --optimizer      # Adam settings at the default recipe
 
 Prints one table per stage and writes every curve to the JSON file.
 """
@@ -69,14 +70,43 @@ def best_over_n(results: list[dict], keys: tuple[str, ...]) -> pl.DataFrame:
             .first().sort("bits_per_param", descending=True))
 
 
+OPTIMIZER_VARIANTS = {
+    "default": {}, "beta1 0.8": {"beta1": 0.8}, "beta2 0.95": {"beta2": 0.95},
+    "beta2 0.999": {"beta2": 0.999}, "min_lr_frac 0.1": {"min_lr_frac": 0.1},
+    "warmup_frac 0.01": {"warmup_frac": 0.01}, "lr 0.2": {"lr": 0.2},
+}
+
+
+def optimizer_stage(seeds: list[int], root: Path) -> list[dict]:
+    """Adam's settings, warmup and the final rate around the default recipe (lr 0.1 cosine,
+    1,500 steps × 64) for L1-d8 at N 32, 64 and 128 (its capacity lies near N 32)."""
+    results = []
+    for (name, overrides), n in itertools.product(OPTIMIZER_VARIANTS.items(), [32, 64, 128]):
+        r = run(replace(BASE, **({"lr": 0.1, "n": n, "eval_every": 100} | overrides)), seeds,
+                root)
+        results.append({"variant": name, **r})
+        print(f"{name:18} N {n:4}: {r['final_bits_per_param']:.3f} bits/param "
+              f"({r['seconds']:.0f} s)", flush=True)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a small subset (CI-sized)")
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--optimizer", action="store_true",
+                   help="only the Adam-settings probe at the default recipe (about 6 minutes)")
     p.add_argument("--out", type=Path, help="write every curve to this JSON file")
     a = p.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in a.seeds.split(",")]
+    if a.optimizer:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = optimizer_stage(seeds, Path(tmp))
+        if a.out:
+            a.out.write_text(json.dumps({"torch": torch.__version__, "seeds": seeds,
+                                         "optimizer": results}, indent=1, default=str) + "\n")
+        return
     sizes = [128, 256]
     lrs = [0.03, 0.1] if a.quick else [0.01, 0.03, 0.1, 0.3]
     schedules = ["cosine", "constant"] if a.quick else ["cosine", "constant", "linear"]
