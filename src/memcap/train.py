@@ -269,8 +269,9 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
     """Train one packed model per seed; write each seed's outputs; return the run records.
 
     compile_model: run the training forward pass and loss through torch.compile (an
-    execution setting: same arithmetic, fused kernels; it pays a compile time up front);
-    None: compile on CUDA, where it pays (benchmarks/gpu.sh), not on a CPU.
+    execution setting: the same model and loss in fused kernels, which round differently; it
+    pays a compile time up front); None: compile on CUDA, where it pays (benchmarks/gpu.sh),
+    not on a CPU.
     cuda_graph: on CUDA, replay each training step as one captured CUDA graph (GraphStep;
     an execution setting too; compiled or not). Never on a CPU."""
     if not (len(seeds) == len(train_paths) == len(out_dirs)):
