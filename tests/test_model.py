@@ -61,3 +61,44 @@ def test_train_flops_per_token_and_peaks():
                                                           + 2 * 2048 * 128)
     assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989.4e12
     assert peak_flops("Some other GPU", "fp32") is None
+
+
+def _trained_pair():
+    model = PackedGPT(2, 64, 16, 1, 16, 1)
+    model.init_weights([0, 1])
+    idx = torch.randint(0, 64, (2, 10, 16), generator=torch.Generator().manual_seed(3))
+    return model, idx
+
+
+def test_chunked_loss_equals_the_whole_batch_loss_and_gradients():
+    from memcap.model import mean_token_nll, sequences_per_chunk
+
+    model, idx = _trained_pair()
+    # a limit of 3 sequences per chunk: chunks of 3, 3, 3 and 1 over B = 10
+    limit = 3 * 2 * 16 * 64
+    assert sequences_per_chunk(2, 16, 64, limit) == 3
+    grads = []
+    for max_logits in (2**29, limit):
+        model.zero_grad()
+        loss = mean_token_nll(model, model.hidden(idx), idx, max_logits=max_logits)
+        loss.sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        if max_logits == 2**29:
+            whole = loss.detach()
+        else:
+            chunked = loss.detach()
+    assert torch.allclose(whole, chunked, rtol=1e-6)
+    assert whole.shape == (2,) and abs(whole.mean().item() - torch.log(torch.tensor(64.0))) < 0.2
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], rtol=1e-5, atol=1e-7), name
+
+
+def test_scoring_lowers_its_batch_for_large_logits():
+    from memcap.model import sequences_per_chunk
+
+    model, idx = _trained_pair()
+    full = sequence_nll_bits(model, idx, batch_size=10)
+    limit = 2 * 16 * 64  # one sequence per pass
+    assert sequences_per_chunk(2, 16, 64, limit) == 1
+    assert torch.allclose(sequence_nll_bits(model, idx, batch_size=10, max_logits=limit), full,
+                          rtol=1e-9)

@@ -127,7 +127,8 @@ def greedy_extraction(model: PackedGPT, tokens: torch.Tensor, prefix_len: int,
         chunk = tokens[:, start:start + batch_size]
         x = chunk[:, :, :prefix_len]
         for _ in range(S - prefix_len):
-            nxt = model(x)[:, :, -1].argmax(-1, keepdim=True)
+            # only the last position's logits are needed
+            nxt = model.logits(model.hidden(x)[:, :, -1:])[:, :, -1].argmax(-1, keepdim=True)
             x = torch.cat([x, nxt], dim=-1)
         out.append((x == chunk).all(-1))
     return torch.cat(out, dim=1)

@@ -16,10 +16,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from memcap.shapes import param_count
 
-__all__ = ["PackedGPT", "n_heads", "param_count", "sequence_nll_bits", "token_nll"]
+__all__ = ["MAX_LOGITS", "PackedGPT", "mean_token_nll", "n_heads", "param_count",
+           "sequence_nll_bits", "token_nll"]
 
 
 def n_heads(d_model: int, head_dim: int) -> int:
@@ -103,7 +105,8 @@ class PackedGPT(nn.Module):
                         s = proj_std if name.endswith("proj_w") else std
                         p[m].copy_(torch.randn(p.shape[1:], generator=g) * s)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (M, B, S) -> the final layer-normed states (M, B, S, d)."""
         M, B, S = idx.shape
         V, d = self.vocab_size, self.d_model
         # offset each model's token ids into its own slice of the flattened (M·V, d) table
@@ -112,8 +115,15 @@ class PackedGPT(nn.Module):
         x = (x + self.wpe[:, :S].unsqueeze(1)).reshape(M, B * S, d)
         for block in self.blocks:
             x = block(x, B)
-        x = _layer_norm(x, self.lnf_w, self.lnf_b)
-        return torch.bmm(x, self.wte.transpose(1, 2)).view(M, B, S, V)
+        return _layer_norm(x, self.lnf_w, self.lnf_b).view(M, B, S, d)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """States (M, B, S, d) -> logits (M, B, S, V) through the tied embedding."""
+        M, B, S, d = h.shape
+        return torch.bmm(h.reshape(M, B * S, d), self.wte.transpose(1, 2)).view(M, B, S, -1)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.hidden(idx))
 
     def params_per_model(self) -> int:
         return sum(p.numel() for p in self.parameters()) // self.n_models
@@ -126,16 +136,55 @@ def token_nll(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(lp, idx[:, :, 1:].reshape(-1), reduction="none").view(M, B, S - 1)
 
 
+# The most logits one pass materialises (M·B·S·V elements; 2^29 is 2 GiB in fp32). Beyond it
+# the loss runs in chunks of sequences and scoring lowers its batch: the paper's text grid
+# (V 50257, 5 seeds, batch 512) would otherwise hold 8.2e9 logits, over 100 GB with their fp32
+# copies and gradients.
+MAX_LOGITS = 2**29
+
+
+def sequences_per_chunk(n_models: int, seq_len: int, vocab_size: int,
+                        max_logits: int = MAX_LOGITS) -> int:
+    """How many sequences per model one pass may take without exceeding max_logits logits."""
+    return max(1, max_logits // (n_models * seq_len * vocab_size))
+
+
+def mean_token_nll(model: PackedGPT, h: torch.Tensor, idx: torch.Tensor,
+                   max_logits: int = MAX_LOGITS) -> torch.Tensor:
+    """Mean next-token loss in nats of each model, (M,), from the final states h (M, B, S, d).
+
+    When the logits of the whole batch would exceed max_logits, the output projection and the
+    loss run over chunks of sequences under activation checkpointing (the chunk's logits are
+    recomputed in the backward pass), so only one chunk's logits exist at a time. The value
+    is the same sum over the same tokens."""
+    M, B, S, _ = h.shape
+    chunk = sequences_per_chunk(M, S, model.vocab_size, max_logits)
+    if chunk >= B:
+        return token_nll(model.logits(h), idx).mean(dim=(1, 2))
+
+    def chunk_sum(h_c: torch.Tensor, idx_c: torch.Tensor) -> torch.Tensor:
+        return token_nll(model.logits(h_c), idx_c).sum(dim=(1, 2))
+
+    total = sum(checkpoint(chunk_sum, h[:, i:i + chunk], idx[:, i:i + chunk],
+                           use_reentrant=False, preserve_rng_state=False)
+                for i in range(0, B, chunk))
+    return total / (B * (S - 1))
+
+
 @torch.no_grad()
 def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
-                      amp: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+                      amp: contextlib.AbstractContextManager | None = None,
+                      max_logits: int = MAX_LOGITS) -> torch.Tensor:
     """Code length nll(x | model) in bits of every sequence: tokens (M, N, S) -> (M, N) fp64.
 
     Sums -log2 p(x_t | x_<t) over t = 2..S (the first token costs the same under every model,
-    so it is left out; SCIENCE.md §1).
+    so it is left out; SCIENCE.md §1). The batch is lowered where its logits would exceed
+    max_logits.
     """
     was_training = model.training
     model.eval()
+    M, _, S = tokens.shape
+    batch_size = min(batch_size, sequences_per_chunk(M, S, model.vocab_size, max_logits))
     out = []
     for start in range(0, tokens.shape[1], batch_size):
         chunk = tokens[:, start:start + batch_size]

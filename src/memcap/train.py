@@ -28,7 +28,7 @@ from torch import nn
 from memcap import device as dev
 from memcap.data import read_tokens
 from memcap.io import atomic_path, write_json
-from memcap.model import PackedGPT, n_heads, param_count, sequence_nll_bits, token_nll
+from memcap.model import PackedGPT, mean_token_nll, n_heads, param_count, sequence_nll_bits
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -190,7 +190,8 @@ def load_packed(spec: TrainSpec, model_paths: list[Path], device: torch.device) 
 def training_loss(model: nn.Module, device: torch.device, dtype: str,
                   compile_model: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """batch (M, B, S) -> mean next-token loss of each model (M,) in nats: the forward pass
-    under bf16 autocast when dtype is bf16, the loss in fp32. compile_model puts the whole
+    under bf16 autocast when dtype is bf16, the loss in fp32 (in chunks of sequences when the
+    logits would be too large, model.mean_token_nll). compile_model puts the whole
     function (model and loss) through torch.compile. The autocast weight cache is off: each
     weight is cast once per step anyway, and a captured CUDA graph cannot use the cache."""
     bf16 = dtype == "bf16"
@@ -198,8 +199,8 @@ def training_loss(model: nn.Module, device: torch.device, dtype: str,
     def loss(batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16,
                             cache_enabled=False):
-            logits = model(batch)  # (M, B, S, V)
-        return token_nll(logits, batch).mean(dim=(1, 2))
+            # token_nll upcasts the logits to fp32 itself
+            return mean_token_nll(model, model.hidden(batch), batch)
 
     if compile_model:
         # inductor's CPU backend imports setuptools; when the stdlib distutils was imported
