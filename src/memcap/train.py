@@ -128,9 +128,9 @@ class EpochSampler:
             perms = torch.stack([
                 torch.randperm(self.n, generator=torch.Generator().manual_seed(
                     seed * 1_000_003 + epoch)) for seed in self.seeds])
-            if self.device.type == "cuda":
-                perms = perms.pin_memory().to(self.device, non_blocking=True)
-            self._cache[epoch] = perms.to(self.device)
+            if self.device.type == "cuda":  # pinned, so the copy below is asynchronous
+                perms = perms.pin_memory()
+            self._cache[epoch] = perms.to(self.device, non_blocking=True)
         return self._cache[epoch]
 
     def indices(self, step: int) -> torch.Tensor:
@@ -211,6 +211,18 @@ def training_loss(model: nn.Module, device: torch.device, dtype: str,
     return loss
 
 
+def train_step(loss: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer,
+               data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on the sequences idx (M, B) of data (M, N, S): gather, loss,
+    backward, Adam. Returns the per-model losses (M,), detached."""
+    batch = torch.gather(data, 1, idx.unsqueeze(-1).expand(-1, -1, data.shape[2])).long()
+    losses = loss(batch)
+    opt.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    opt.step()
+    return losses.detach()
+
+
 class GraphStep:
     """One whole training step (gather, forward, loss, backward, Adam) captured as a CUDA graph.
 
@@ -222,9 +234,7 @@ class GraphStep:
 
     def __init__(self, loss: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
                  opt: torch.optim.Optimizer, data: torch.Tensor, batch: int) -> None:
-        self.loss, self.opt, self.data = loss, opt, data
-        M, _, S = data.shape
-        self.idx = torch.zeros(M, batch, dtype=torch.long, device=data.device)
+        self.idx = torch.zeros(data.shape[0], batch, dtype=torch.long, device=data.device)
         self.graph = torch.cuda.CUDAGraph()
         # capture needs a few eager warm-up steps on a side stream (they also compile, when
         # the loss is compiled); they must not count, so every parameter and optimizer state
@@ -236,8 +246,7 @@ class GraphStep:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                opt.zero_grad(set_to_none=True)
-                self._step()
+                train_step(loss, opt, data, self.idx)
         torch.cuda.current_stream().wait_stream(side)
         with torch.no_grad():
             for p, value in saved.items():
@@ -246,15 +255,7 @@ class GraphStep:
                     v.copy_(had_state[p][k]) if p in had_state else v.zero_()
         opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(self.graph):
-            self.losses = self._step()
-
-    def _step(self) -> torch.Tensor:
-        S = self.data.shape[2]
-        batch = torch.gather(self.data, 1, self.idx.unsqueeze(-1).expand(-1, -1, S)).long()
-        losses = self.loss(batch)
-        losses.sum().backward()
-        self.opt.step()
-        return losses.detach()
+            self.losses = train_step(loss, opt, data, self.idx)
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         self.idx.copy_(idx)
@@ -304,11 +305,11 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
     model.init_weights(seeds)
     model.to(torch_device)
     assert model.params_per_model() == spec.params
-    # fused Adam: one kernel (CUDA) or one vectorised loop (CPU) for every parameter
     graphed = torch_device.type == "cuda" and cuda_graph
     if compile_model is None:
         compile_model = torch_device.type == "cuda"
-    # a captured step reads the learning rate from a device tensor that is refilled each step
+    # fused Adam: one kernel (CUDA) or one vectorised loop (CPU) for every parameter; a
+    # captured step reads the learning rate from a device tensor that is refilled each step
     lr_t = torch.tensor(spec.lr, device=torch_device) if graphed else None
     opt = torch.optim.Adam(model.parameters(), lr=lr_t if graphed else spec.lr,
                            betas=(spec.beta1, spec.beta2), eps=spec.eps,
@@ -373,19 +374,15 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
         else:
             for group in opt.param_groups:
                 group["lr"] = lr_at(spec, step)
-            batch = torch.gather(data_t, 1, idx.unsqueeze(-1).expand(-1, -1, S)).long()
-            losses = loss_fn(batch)  # (M,) nats per token
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            opt.step()
+            losses = train_step(loss_fn, opt, data_t, idx)  # (M,) nats per token
         step += 1
         last = step == spec.steps
         if torch_device.type == "cpu" or step % log_every == 0 or last:
-            check_finite(losses.detach(), step)
+            check_finite(losses, step)
         if step % spec.eval_every == 0 or last:
-            evaluate(step, losses.detach().cpu())
+            evaluate(step, losses.cpu())
             if spec.early_stop and not last and saturated_now(rows, seeds, step, spec):
-                check_finite(losses.detach(), step)
+                check_finite(losses, step)
                 stopped_at = step
                 last = True
         if step % log_every == 0 or last:
@@ -393,7 +390,7 @@ def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_d
             tps = (step - tok_last) * spec.batch * S * M / max(now - t_last, 1e-9)
             t_last, tok_last = now, step
             mem = np.mean([r["mem_bits"] for r in rows[-M:]])
-            echo(f"{label} step {step}/{spec.steps} loss {float(losses.detach().mean()):.4f} "
+            echo(f"{label} step {step}/{spec.steps} loss {float(losses.mean()):.4f} "
                  f"mem {mem:,.0f}/{spec.memorizable_bits:,.0f} bits "
                  f"({mem / spec.params:.2f} bits/param) tok/s {tps:,.0f}"
                  + (" — saturated, stopping early" if stopped_at else ""))
