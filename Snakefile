@@ -35,5 +35,5 @@ include: "rules/verify.smk"
 
 rule all:
     input:
-        "results/memcap.duckdb",
-        "results/report.html",
+        DATABASE,
+        REPORT,

@@ -1,7 +1,5 @@
-# Aggregation: run records -> tables (runs, memorization, mia, extraction, top_samples) ->
-# capacity and the fitted laws -> one DuckDB file (built under a temporary name, then renamed).
-COLLECTED = ["runs", "memorization", "memorization_by_reference", "mia", "extraction",
-             "top_samples", "reference_models", "text_datasets"]
+# Aggregation: run records -> tables (collect) -> capacity, the fitted laws and memorization
+# with its capacity ratio (laws) -> one DuckDB file (built under a temporary name, renamed).
 
 
 rule collect:
@@ -13,51 +11,44 @@ rule collect:
         references=text_records()["references"],
         stats=text_records()["stats"],
     output:
-        expand("results/tables/{name}.parquet", name=COLLECTED),
+        tables=[table(name) for name in COLLECTED],
+        memorization=COLLECTED_MEMORIZATION,
     params:
         dirs=lambda wc: all_run_dirs(),
-        references=lambda wc, input: " ".join(["--references", *input.references])
-        if input.references else "",
-        stats=lambda wc, input: " ".join(["--text-stats", *input.stats]) if input.stats else "",
     conda:
         ENV
     log:
         "results/logs/collect.log",
     shell:
-        "python -m memcap collect --run-dirs {params.dirs} --out-dir results/tables"
-        " {params.references} {params.stats} > {log} 2>&1"
+        "python -m memcap collect --run-dirs {params.dirs} --references {input.references}"
+        f" --text-stats {{input.stats}} --tables-dir {TABLES_DIR}"
+        " --memorization {output.memorization} > {log} 2>&1"
 
 
 rule laws:
     input:
-        runs="results/tables/runs.parquet",
-        memorization="results/tables/memorization.parquet",
-        mia="results/tables/mia.parquet",
+        runs=table("runs"),
+        memorization=COLLECTED_MEMORIZATION,
+        mia=table("mia"),
     output:
-        capacity="results/tables/capacity.parquet",
-        laws="results/tables/laws.parquet",
-        double_descent="results/tables/double_descent.parquet",
+        [table(name) for name in FITTED],
     params:
-        bootstrap=config["laws"]["bootstrap"],
-        ci=config["laws"]["ci"],
-        seed=config["laws"]["seed"],
+        settings=shlex.quote(json.dumps(config["laws"], sort_keys=True)),
     conda:
         ENV
     log:
         "results/logs/laws.log",
     shell:
         "python -m memcap laws --runs {input.runs} --memorization {input.memorization}"
-        " --mia {input.mia} --capacity-out {output.capacity} --laws-out {output.laws}"
-        " --double-descent-out {output.double_descent}"
-        " --bootstrap {params.bootstrap} --ci {params.ci} --seed {params.seed} > {log} 2>&1"
+        " --mia {input.mia} --out {output} --settings {params.settings} > {log} 2>&1"
 
 
 rule database:
     input:
-        tables=expand("results/tables/{name}.parquet", name=COLLECTED + ["capacity", "laws", "double_descent"]),
+        tables=[table(name) for name in TABLES],
         samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
     output:
-        "results/memcap.duckdb",
+        DATABASE,
     conda:
         ENV
     log:

@@ -1,31 +1,33 @@
-# Paths and grid helpers shared by the stage files. Grid coordinates live in the paths as
-# key=value folders, so DuckDB (hive_partitioning) and users read them back as columns.
+# Grid helpers shared by the stage files. Paths come from memcap.paths (one template each);
+# model stages get their cell (memcap.cell.Cell) as one JSON value, built here from the config.
 import json
-import os
 import shlex
 import shutil
 
-from memcap.aggregate import run_id
-from memcap.config import KINDS, architecture, cells, shape, train_spec
+from memcap.cell import Runtime, build_cell
+from memcap.config import KINDS, architecture, cells, run_id, shape
 from memcap.corpus import ARTIFACTS
+from memcap.paths import (CELL, CHECKPOINT, COLLECTED, COLLECTED_MEMORIZATION, DATA, DATABASE,
+                          DOCS, FIGURES, FIGURES_DIR, FITTED, ORACLE, ORACLE_RECORD, POOL,
+                          REGISTRY, REPORT, RUN, SAME_ARCH, SAME_ARCH_RECORD, TABLES,
+                          TABLES_DIR, TEXT_STATS, TOKENIZER, table)
 from memcap.shapes import param_count
 
 ENV = "../envs/memcap.yaml"  # conda environment of every rule (--sdm conda)
 SEEDS = config["seeds"]
 SYN = config["synthetic"]
 TEXT = config["text"]
-RT = config["runtime"]
-EV = config["evaluate"]
 VERIFY = config["verify"]
-DATA = "results/data/kind={kind}/vocab={vocab}/seq={seq}/seed={seed}/split={split}/n={n}/data.parquet"
-CELL = "kind={kind}/vocab={vocab}/seq={seq}/arch={arch}/precision={precision}/n={n}"
-RUN = f"results/runs/{CELL}/seed={{seed}}"
 HELDOUT = {"synthetic": SYN["heldout"], "text": TEXT["heldout"]}
 
-# Training and scoring ask for one GPU when they will run on CUDA (the default profile caps
-# them). Execution settings that change no result (device, progress and checkpoint intervals,
-# batch size of scoring) reach the jobs as resources, not params, so editing them reruns nothing.
+# Execution settings that change no result (device, threads, progress and checkpoint
+# intervals, scoring batch, compile, CUDA graphs) reach the model stages as resources, not
+# params, so editing them reruns nothing. Training and scoring ask for one GPU when they will
+# run on CUDA (the default profile caps them).
+RUNTIME = Runtime.from_config(config)
 USE_GPU = config["device"] == "cuda" or (config["device"] == "auto" and shutil.which("nvidia-smi"))
+MODEL_RESOURCES = {"gpu": 1 if USE_GPU else 0, **RUNTIME.resources()}
+RUNTIME_ARGS = Runtime.shell_args()
 
 
 wildcard_constraints:
@@ -40,40 +42,19 @@ wildcard_constraints:
     precision="bf16|fp32",
 
 
-def cell_keys(wc):
-    return {k: getattr(wc, k) for k in ("kind", "vocab", "seq", "arch", "precision", "n")}
+def cell_of(wc):
+    """The cell named by a rule's wildcards."""
+    return build_cell(config, wc.kind, wc.arch, wc.precision, int(wc.n))
 
 
-def run_dirs(wc):
-    """The run folder of every seed of the cell named by wildcards `wc`."""
-    return [RUN.format(**cell_keys(wc), seed=s) for s in SEEDS]
+def cell_json(wc):
+    """The cell as a shell-quoted JSON value: a model rule's params (its rerun trigger)."""
+    return shlex.quote(cell_of(wc).to_json())
 
 
 def run_files(name):
     """Input/output function: `name` inside the run folder of every seed of a cell."""
-    return lambda wc: [f"{d}/{name}" for d in run_dirs(wc)]
-
-
-def run_ids(wc):
-    k = cell_keys(wc)
-    return [run_id(k["kind"], k["vocab"], k["seq"], k["arch"], k["precision"], k["n"], s)
-            for s in SEEDS]
-
-
-def train_data(wc):
-    return [DATA.format(kind=wc.kind, vocab=wc.vocab, seq=wc.seq, seed=s, split="train", n=wc.n)
-            for s in SEEDS]
-
-
-def heldout_data(wc):
-    return [DATA.format(kind=wc.kind, vocab=wc.vocab, seq=wc.seq, seed=s, split="heldout",
-                        n=HELDOUT[wc.kind]) for s in SEEDS]
-
-
-def spec_json(wc):
-    """The cell's effective training settings, shell-quoted: its params (rerun trigger)."""
-    return shlex.quote(json.dumps(train_spec(config, wc.kind, wc.arch, wc.precision, int(wc.n)),
-                                  sort_keys=True))
+    return lambda wc: [f"{d}/{name}" for d in cell_of(wc).run_dirs]
 
 
 def all_run_dirs():
@@ -91,17 +72,9 @@ def verify_evaluations(wc):
             for c in planned["cells"] if c["n"] is not None for s in SEEDS]
 
 
-# Text: paths and helpers (rules/text.smk, score.smk, aggregate.smk)
+# Text: the largest text dataset (the same-arch reference trains on it) and the records
 TEXT_V, TEXT_S = shape(config, "text")
-TEXT_DIR = f"results/data/kind=text/vocab={TEXT_V}/seq={TEXT_S}"
-DOCS = "results/text/documents.parquet"
-TOKENIZER = "results/text/tokenizer"
-POOL = f"{TEXT_DIR}/pool.parquet"
-TEXT_STATS = f"{TEXT_DIR}/text_dataset.json"
-REFS = "results/references/kind=text/vocab={vocab}/seq={seq}"
-SAME_ARCH = f"{REFS}/reference=same-arch/arch={{arch}}/precision={{precision}}/scores.parquet"
-ORACLE = f"{REFS}/reference=oracle/scores.parquet"
-ORACLE_RECORD = f"{REFS}/reference=oracle/oracle.json"
+TEXT_WHERE = {"vocab": TEXT_V, "seq": TEXT_S}
 TEXT_NMAX = max(TEXT.get("dataset_sizes", [0]))
 
 
@@ -112,7 +85,7 @@ def text_source():
 
 
 def registry_records(names):
-    return [f"results/registry/{name}.json" for name in names]
+    return [f"{REGISTRY}/{name}.json" for name in names]
 
 
 def reference_run(wc):
@@ -125,32 +98,11 @@ def text_run_dirs():
     return [RUN.format(**c, seed=s) for c in cells(config, "text") for s in SEEDS]
 
 
-def text_run_ids():
-    return [run_id(**{k: c[k] for k in ("kind", "vocab", "seq", "arch", "precision", "n")},
-                   seed=s) for c in cells(config, "text") for s in SEEDS]
-
-
-def reference_inputs(wc):
-    if wc.kind != "text":
-        return {}
-    return {"same_arch": SAME_ARCH.format(vocab=wc.vocab, seq=wc.seq, arch=wc.arch,
-                                          precision=wc.precision),
-            "oracle": ORACLE.format(vocab=wc.vocab, seq=wc.seq)}
-
-
-def reference_args(wc, input):
-    if wc.kind != "text":
-        return ""
-    return f"--references same-arch={input.same_arch} oracle={input.oracle}"
-
-
 def text_records():
     """Reference records and pool statistics of the text part (none without one)."""
     if not TEXT["enabled"]:
         return {"references": [], "stats": []}
-    refs = [SAME_ARCH.format(vocab=TEXT_V, seq=TEXT_S, arch=c["arch"],
-                             precision=c["precision"]).replace("scores.parquet",
-                                                               "reference.json")
+    refs = [SAME_ARCH_RECORD.format(**TEXT_WHERE, arch=c["arch"], precision=c["precision"])
             for c in cells(config, "text") if c["n"] == TEXT_NMAX]
-    refs.append(ORACLE_RECORD.format(vocab=TEXT_V, seq=TEXT_S))
-    return {"references": refs, "stats": [TEXT_STATS]}
+    refs.append(ORACLE_RECORD.format(**TEXT_WHERE))
+    return {"references": refs, "stats": [TEXT_STATS.format(**TEXT_WHERE)]}

@@ -1,39 +1,33 @@
-# Figures (Altair: standalone HTML + PNG) and the HTML report, both read from the database.
-FIGURES = [
-    "memorization_vs_n",
-    "capacity_vs_params",
-    "bits_per_param",
-    "mia_roc",
-    "mia_histograms",
-    "mia_law",
-    "extraction_vs_n",
-    "double_descent",
-]
+# Figures (Altair: standalone HTML + PNG) from the tables and score files, and the HTML report
+# from the database.
 
 
 rule figures:
     input:
-        "results/memcap.duckdb",
+        tables=[table(name) for name in TABLES],
+        samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
     output:
-        html=expand("results/figures/{name}.html", name=FIGURES),
-        png=expand("results/figures/{name}.png", name=FIGURES),
+        html=expand(f"{FIGURES_DIR}/{{name}}.html", name=FIGURES),
+        png=expand(f"{FIGURES_DIR}/{{name}}.png", name=FIGURES),
     conda:
         ENV
     log:
         "results/logs/figures.log",
     shell:
-        "python -m memcap figures --db {input} --out-dir results/figures > {log} 2>&1"
+        f"python -m memcap figures --tables-dir {TABLES_DIR} --samples {{input.samples}}"
+        f" --out-dir {FIGURES_DIR} > {{log}} 2>&1"
 
 
 rule report:
     input:
-        db="results/memcap.duckdb",
+        db=DATABASE,
         figures=rules.figures.output.png,
     output:
-        "results/report.html",
+        REPORT,
     conda:
         ENV
     log:
         "results/logs/report.log",
     shell:
-        "python -m memcap report --db {input.db} --figures-dir results/figures --out {output} > {log} 2>&1"
+        f"python -m memcap report --db {{input.db}} --figures-dir {FIGURES_DIR} --out {{output}}"
+        " > {log} 2>&1"

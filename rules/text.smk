@@ -6,13 +6,13 @@
 
 rule fetch:
     output:
-        "results/registry/{artifact}.json",
+        f"{REGISTRY}/{{artifact}}.json",
     conda:
         ENV
     log:
         "results/logs/fetch/{artifact}.log",
     shell:
-        "python -m memcap fetch --artifact {wildcards.artifact} --cache-dir results/registry"
+        f"python -m memcap fetch --artifact {{wildcards.artifact}} --cache-dir {REGISTRY}"
         " --out {output} > {log} 2>&1"
 
 
@@ -30,7 +30,7 @@ rule text_documents:
     log:
         "results/logs/text/documents.log",
     shell:
-        "python -m memcap documents --source {params.source} --cache-dir results/registry"
+        f"python -m memcap documents --source {{params.source}} --cache-dir {REGISTRY}"
         " --heldout-fraction {params.heldout_fraction} --split-seed {params.split_seed}"
         " --out {output} > {log} 2>&1"
 
@@ -44,15 +44,15 @@ rule text_tokenizer:
     params:
         kind=TEXT["tokenizer"],
         vocab_size=TEXT_V,
-        out_dir=lambda wc, output: os.path.dirname(output[0]),
+        out_dir=TOKENIZER,
     conda:
         ENV
     log:
         "results/logs/text/tokenizer.log",
-    threads: RT["threads"]
+    threads: RUNTIME.threads
     shell:
         "python -m memcap tokenizer --kind {params.kind} --vocab-size {params.vocab_size}"
-        " --documents {input.docs} --cache-dir results/registry --out-dir {params.out_dir}"
+        f" --documents {{input.docs}} --cache-dir {REGISTRY} --out-dir {{params.out_dir}}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -61,17 +61,17 @@ rule text_pool:
         docs=DOCS,
         tokenizer=f"{TOKENIZER}/manifest.json",
     output:
-        pool=POOL,
-        stats=TEXT_STATS,
+        pool=POOL.format(**TEXT_WHERE),
+        stats=TEXT_STATS.format(**TEXT_WHERE),
     params:
         seq_len=TEXT_S,
         sampling=TEXT["sampling"],
-        tokenizer=lambda wc, input: os.path.dirname(input.tokenizer),
+        tokenizer=TOKENIZER,
     conda:
         ENV
     log:
         "results/logs/text/pool.log",
-    threads: RT["threads"]
+    threads: RUNTIME.threads
     shell:
         "python -m memcap pool --documents {input.docs} --tokenizer {params.tokenizer}"
         " --seq-len {params.seq_len} --sampling {params.sampling} --out {output.pool}"
@@ -99,51 +99,42 @@ rule same_arch_reference:
         pool=POOL,
     output:
         scores=SAME_ARCH,
-        record=SAME_ARCH.replace("scores.parquet", "reference.json"),
+        record=SAME_ARCH_RECORD,
     params:
         run_dir=reference_run,
-        run_id=lambda wc: run_id("text", wc.vocab, wc.seq, wc.arch, wc.precision, TEXT_NMAX,
-                                 SEEDS[0]),
     conda:
         ENV
     log:
-        f"results/logs/reference/same-arch-{{arch}}-{{precision}}-vocab={{vocab}}-seq={{seq}}.log",
-    threads: RT["threads"]
+        "results/logs/reference/same-arch-{arch}-{precision}-vocab={vocab}-seq={seq}.log",
+    threads: RUNTIME.threads
     resources:
-        gpu=1 if USE_GPU else 0,
-        device=config["device"],
-        batch_size=RT["score_batch_size"],
+        **MODEL_RESOURCES,
     shell:
-        "python -m memcap reference --run-dir {params.run_dir} --run-id {params.run_id}"
-        " --pool {input.pool} --out {output.scores} --record {output.record} --device {resources.device} --threads {threads}"
-        " --batch-size {resources.batch_size} > {log} 2>&1"
+        "python -m memcap reference --run-dir {params.run_dir} --pool {input.pool}"
+        f" --out {{output.scores}} --record {{output.record}} {RUNTIME_ARGS} > {{log}} 2>&1"
 
 
 rule oracle_reference:
     input:
         models=[f"{d}/model.safetensors" for d in text_run_dirs()],
         records=[f"{d}/run.json" for d in text_run_dirs()],
-        heldout=DATA.format(kind="text", vocab=TEXT_V, seq=TEXT_S, seed=SEEDS[0],
-                            split="heldout", n=TEXT["heldout"]),
+        heldout=DATA.format(kind="text", **TEXT_WHERE, seed=SEEDS[0], split="heldout",
+                            n=TEXT["heldout"]),
         pool=POOL,
     output:
         scores=ORACLE,
         record=ORACLE_RECORD,
     params:
         dirs=text_run_dirs(),
-        ids=text_run_ids(),
         named=TEXT.get("oracle", ""),
     conda:
         ENV
     log:
         "results/logs/reference/oracle-vocab={vocab}-seq={seq}.log",
-    threads: RT["threads"]
+    threads: RUNTIME.threads
     resources:
-        gpu=1 if USE_GPU else 0,
-        device=config["device"],
-        batch_size=RT["score_batch_size"],
+        **MODEL_RESOURCES,
     shell:
-        "python -m memcap oracle --run-dirs {params.dirs} --run-ids {params.ids}"
-        " --heldout {input.heldout} --pool {input.pool} --out {output.scores}"
-        " --record {output.record} --named '{params.named}' --device {resources.device}"
-        " --threads {threads} --batch-size {resources.batch_size} > {log} 2>&1"
+        "python -m memcap oracle --run-dirs {params.dirs} --heldout {input.heldout}"
+        " --pool {input.pool} --out {output.scores} --record {output.record}"
+        f" --named '{{params.named}}' {RUNTIME_ARGS} > {{log}} 2>&1"

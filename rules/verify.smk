@@ -5,7 +5,7 @@
 
 checkpoint verify_plan:
     input:
-        "results/tables/laws.parquet",
+        table("laws"),
     output:
         "results/verify/plan.json",
     params:

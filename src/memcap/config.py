@@ -8,6 +8,7 @@ params (only the slice a job depends on, so an edit reruns exactly the jobs it t
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from importlib import resources
 from typing import Any
@@ -27,9 +28,32 @@ class ConfigError(ValueError):
     """A config value is missing, unknown, of the wrong type or out of range."""
 
 
-def _schema() -> dict:
-    text = resources.files("memcap").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+@functools.cache
+def _schema_text() -> str:
+    return resources.files("memcap").joinpath("schemas/config.schema.yaml").read_text()
+
+
+def schema() -> dict:
+    """The config schema: every key, its type, range and default (the only place defaults
+    live)."""
+    return yaml.safe_load(_schema_text())
+
+
+def defaults(section: str) -> dict[str, Any]:
+    """The schema's defaults of one section (e.g. "train", "runtime", "evaluate")."""
+    props = schema()["properties"][section]["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+
+
+def _with_overrides(sch: dict) -> dict:
+    """Fill `$defs/train_overrides` from `train`: every train key, without its default, except
+    the ones marked `x-global` (the saturation rule is one rule for the whole grid). A key added
+    to `train` is thus overridable per architecture and in `text.train` with no second entry."""
+    train = sch["properties"]["train"]["properties"]
+    sch["$defs"]["train_overrides"]["properties"] = {
+        k: {kk: vv for kk, vv in v.items() if kk != "default"}
+        for k, v in train.items() if not v.get("x-global")}
+    return sch
 
 
 def _key(path: Any) -> str:
@@ -88,8 +112,8 @@ def validate_config(config: dict) -> dict:
     """
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
-    schema = _schema()
-    validator = jsonschema.Draft202012Validator(schema)
+    sch = _with_overrides(schema())
+    validator = jsonschema.Draft202012Validator(sch)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         raise ConfigError(_message(errors[0]))
@@ -97,7 +121,7 @@ def validate_config(config: dict) -> dict:
     if bad is not None:
         raise ConfigError(f"config key '{_key(bad)}': must be a finite number")
     cfg = copy.deepcopy(config)
-    _fill_defaults(cfg, schema, schema)
+    _fill_defaults(cfg, sch, sch)
     text = cfg["text"]
     if not (cfg["synthetic"]["enabled"] or text["enabled"]):
         raise ConfigError("config keys 'synthetic.enabled' and 'text.enabled' are both false: "
@@ -162,7 +186,13 @@ def _check_oracle(cfg: dict, oracle: str) -> None:
 
 
 def arch_id(arch: dict) -> str:
+    """L<layers>-d<width>, e.g. L2-d128."""
     return f"L{arch['n_layer']}-d{arch['d_model']}"
+
+
+def run_id(kind: str, vocab: int, seq: int, arch: str, precision: str, n: int, seed: int) -> str:
+    """A compact, unique, readable id: synthetic:V64:S32:L1-d16:fp32:n128:s0."""
+    return f"{kind}:V{vocab}:S{seq}:{arch}:{precision}:n{n}:s{seed}"
 
 
 def architectures(config: dict, kind: str) -> list[dict]:

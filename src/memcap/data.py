@@ -4,10 +4,7 @@ Token t of sequence i in stream (seed, split) is a pure function of (seed, split
 dataset of size N is the first N sequences whatever other sizes an experiment lists, and any
 sequence can be produced without producing the ones before it. The train pool and the held-out
 set are separate streams of the same seed.
-
-On disk a dataset is Parquet with two columns: `sample_id` (int64) and `tokens`
-(Array[UInt16 or UInt32, S]). Train samples have sample_id = i; held-out samples have
-sample_id = HELDOUT_ID_OFFSET + i, so ids never collide inside a scored run.
+The files are in memcap.tokens' format.
 """
 
 from __future__ import annotations
@@ -18,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from memcap.io import atomic_path
+from memcap.tokens import HELDOUT_ID_OFFSET, tokens_frame
 
-HELDOUT_ID_OFFSET = 1 << 40
 _STREAMS = {"train": 0x5452_4149_4E00, "heldout": 0x4845_4C44_4F55}
 _MAX_SEQ_LEN = 1 << 20
 _U64 = np.uint64
@@ -58,18 +55,6 @@ def uniform_tokens(seed: int, split: str, start: int, count: int, seq_len: int,
     return (u * vocab_size).astype(np.int64)
 
 
-def _token_dtype(vocab_size: int) -> pl.DataType:
-    return pl.UInt16 if vocab_size <= 1 << 16 else pl.UInt32
-
-
-def tokens_frame(sample_ids: np.ndarray, tokens: np.ndarray, vocab_size: int) -> pl.DataFrame:
-    dtype = _token_dtype(vocab_size)
-    return pl.DataFrame({
-        "sample_id": pl.Series(sample_ids, dtype=pl.Int64),
-        "tokens": pl.Series(tokens).cast(pl.Array(dtype, tokens.shape[1])),
-    })
-
-
 def write_synthetic(path: str | Path, *, seed: int, split: str, n: int, seq_len: int,
                     vocab_size: int, chunk: int = 1 << 16) -> None:
     """Write the first n sequences of stream (seed, split) to Parquet, atomically."""
@@ -84,19 +69,6 @@ def write_synthetic(path: str | Path, *, seed: int, split: str, n: int, seq_len:
         parts.append(tokens_frame(ids, toks, vocab_size))
     with atomic_path(path) as tmp:
         pl.concat(parts).write_parquet(tmp)
-
-
-def read_tokens(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(sample_id int64 (N,), tokens int64 (N, S)) from a dataset Parquet file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"dataset file {path} does not exist")
-    df = pl.read_parquet(path)
-    missing = {"sample_id", "tokens"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: expected columns sample_id and tokens, "
-                         f"missing {sorted(missing)}")
-    return df["sample_id"].to_numpy(), df["tokens"].to_numpy().astype(np.int64)
 
 
 def write_seed_datasets(root: str | Path, seeds: list[int], n: int, seq_len: int,

@@ -1,23 +1,61 @@
-"""Figures from the database: Altair charts saved as standalone HTML (inline JS) and PNG."""
+"""Figures from the result tables: Altair charts saved as standalone HTML (inline JS) and PNG.
+
+Reads the Parquet tables of results/tables and the per-run score files with polars; torch-free
+and duckdb-free. The figure names live in memcap.paths.FIGURES (the workflow reads them there
+without importing altair); CHARTS maps each to the function that draws it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import altair as alt
-import duckdb
 import numpy as np
 import polars as pl
 
-from memcap.evaluate import balanced_sets, roc_curve
-from memcap.laws import LAW_SEQ_LEN, PAPER_MIA, mia_f1
-from memcap.paper import PAPER_ALPHA_BF16
+from memcap.metrics import attack_scores, balanced_sets, roc_curve
+from memcap.paper import PAPER_ALPHA_BF16, PAPER_MIA
+from memcap.paths import FIGURES
+from memcap.quantities import LAW_SEQ_LEN, mia_f1, sequences_per_param
 
 WIDTH, HEIGHT = 520, 340
+TABLE_NAMES = ("runs", "memorization", "capacity", "laws", "mia", "extraction",
+               "double_descent")
+SCORE_COLUMNS = ("run_id", "sample_id", "member", "nll_bits")
 
 
-def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
-    return con.sql(sql).pl()
+@dataclass(frozen=True)
+class Tables:
+    """The result tables a figure draws from, and the per-sample scores, scanned lazily."""
+
+    runs: pl.DataFrame
+    memorization: pl.DataFrame
+    capacity: pl.DataFrame
+    laws: pl.DataFrame
+    mia: pl.DataFrame
+    extraction: pl.DataFrame
+    double_descent: pl.DataFrame
+    scores: pl.LazyFrame
+
+    @classmethod
+    def read(cls, tables_dir: str | Path, score_files: list[Path]) -> Tables:
+        tables_dir = Path(tables_dir)
+        frames = {name: pl.read_parquet(tables_dir / f"{name}.parquet") for name in TABLE_NAMES}
+        # the files sit in key=value folders: read them as plain files, not as a hive dataset
+        scores = pl.scan_parquet([Path(f) for f in score_files], hive_partitioning=False)
+        return cls(**frames, scores=scores)
+
+    def first_seed(self) -> pl.Expr:
+        """Runs of the lowest seed of the experiment ("seed 0")."""
+        return pl.col("seed") == self.runs["seed"].min()
+
+    def primary_scores(self, run_ids: pl.Series,
+                       columns: tuple[str, ...] = SCORE_COLUMNS) -> pl.DataFrame:
+        """The samples of these runs, scored against each run's primary reference."""
+        return (self.scores.filter(pl.col("run_id").is_in(run_ids.to_list())
+                                   & pl.col("primary_reference"))
+                .select(columns).collect())
 
 
 def _empty(title: str, why: str) -> alt.Chart:
@@ -26,17 +64,26 @@ def _empty(title: str, why: str) -> alt.Chart:
         text="why:N").properties(width=WIDTH, height=80, title=title)
 
 
-def memorization_vs_n(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+def _kind_arch() -> pl.Expr:
+    return pl.format("{} {}", "kind", "arch").alias("arch")
+
+
+def _status() -> pl.Expr:
+    return (pl.when(pl.col("saturated")).then(pl.lit("saturated"))
+            .otherwise(pl.lit("lower bound")).alias("status"))
+
+
+def memorization_vs_n(t: Tables) -> alt.Chart:
     """Unintended memorization against N, one line per architecture (mean over seeds,
     min–max band), one panel per data kind (synthetic beside text). Dashed: the data's
     size under the reference, N·(S−1)·log2 V for synthetic data, Σ nll(x | same-arch
     reference) for text."""
-    df = _query(con, """
-        SELECT r.kind, r.arch, r.params, r.precision, r.n,
-               avg(m.mem_bits) AS mem_bits, min(m.mem_bits) AS mem_min,
-               max(m.mem_bits) AS mem_max, avg(m.dataset_bits) AS memorizable_bits
-        FROM runs r JOIN memorization m USING (run_id)
-        GROUP BY ALL HAVING avg(m.mem_bits) > 0 ORDER BY r.params, r.n""")
+    df = (t.runs.join(t.memorization.select("run_id", "mem_bits", "dataset_bits"), on="run_id")
+          .group_by("kind", "arch", "params", "precision", "n")
+          .agg(pl.col("mem_bits").mean(), mem_min=pl.col("mem_bits").min(),
+               mem_max=pl.col("mem_bits").max(), memorizable_bits=pl.col("dataset_bits").mean())
+          .filter(pl.col("mem_bits") > 0)
+          .sort("params", "n", "kind", "precision", "arch"))
     # a log axis has no 0: the band starts at the lowest positive seed (the same-arch
     # reference run memorizes 0 bits against itself by construction)
     df = df.with_columns(architecture=pl.format("{} ({} params)", "arch", "params"),
@@ -66,16 +113,15 @@ def memorization_vs_n(con: duckdb.DuckDBPyConnection) -> alt.Chart:
                                        "reference); band: seed min–max"))
 
 
-def capacity_vs_params(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+def capacity_vs_params(t: Tables) -> alt.Chart:
     """Capacity against parameter count, one colour per precision, with the fitted α line,
     its CI band and the paper's α (bf16) for reference. Open marks are lower bounds."""
-    cap = _query(con, "SELECT * FROM capacity WHERE kind = 'synthetic'")
+    cap = t.capacity.filter(pl.col("kind") == "synthetic")
     if cap.is_empty():
         return _empty("Capacity against parameters", "no synthetic runs in this experiment")
-    cap = cap.with_columns(status=pl.when(pl.col("saturated")).then(pl.lit("saturated"))
-                           .otherwise(pl.lit("lower bound")))
-    laws = _query(con, """SELECT kind, precision, value AS alpha, ci_low, ci_high FROM laws
-                          WHERE law = 'capacity' AND parameter = 'alpha'""")
+    cap = cap.with_columns(_status())
+    laws = (t.laws.filter((pl.col("law") == "capacity") & (pl.col("parameter") == "alpha"))
+            .select("kind", "precision", pl.col("value").alias("alpha"), "ci_low", "ci_high"))
     pmax = float(cap["params"].max()) * 1.05
     fit = pl.concat([
         laws.with_columns(params=pl.lit(0.0)),
@@ -106,21 +152,20 @@ def capacity_vs_params(con: duckdb.DuckDBPyConnection) -> alt.Chart:
                                        f"dashed: the paper's α = {PAPER_ALPHA_BF16} (bf16)"))
 
 
-def bits_per_param(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+def bits_per_param(t: Tables) -> alt.Chart:
     """Bits per parameter per architecture at its capacity (mean over seeds, seed min–max)."""
-    df = _query(con, """
-        SELECT c.arch, c.precision, c.params, c.bits_per_param, c.saturated,
-               min(m.mem_bits / r.params) AS bpp_min, max(m.mem_bits / r.params) AS bpp_max
-        FROM capacity c
-        JOIN runs r ON r.kind = c.kind AND r.arch = c.arch AND r.precision = c.precision
-                   AND r.n = c.n_at_max
-        JOIN memorization m USING (run_id)
-        WHERE c.kind = 'synthetic'
-        GROUP BY ALL ORDER BY c.params""")
+    seeds = (t.runs.select("run_id", "kind", "arch", "precision", n_at_max="n",
+                           run_params="params")
+             .join(t.memorization.select("run_id", "mem_bits"), on="run_id")
+             .with_columns(bpp=pl.col("mem_bits") / pl.col("run_params")))
+    df = (t.capacity.filter(pl.col("kind") == "synthetic")
+          .join(seeds, on=["kind", "arch", "precision", "n_at_max"])
+          .group_by("arch", "precision", "params", "bits_per_param", "saturated")
+          .agg(bpp_min=pl.col("bpp").min(), bpp_max=pl.col("bpp").max())
+          .sort("params", "arch", "precision"))
     if df.is_empty():
         return _empty("Bits per parameter at capacity", "no synthetic runs in this experiment")
-    df = df.with_columns(status=pl.when(pl.col("saturated")).then(pl.lit("saturated"))
-                         .otherwise(pl.lit("lower bound")))
+    df = df.with_columns(_status())
     order = df.sort("params")["arch"].unique(maintain_order=True).to_list()
     x = alt.X("arch:N", sort=order, title="architecture (by parameter count)")
     xo = alt.XOffset("precision:N")
@@ -140,22 +185,20 @@ def bits_per_param(con: duckdb.DuckDBPyConnection) -> alt.Chart:
                                        f"grey: the paper's α = {PAPER_ALPHA_BF16}"))
 
 
-def _roc_points(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+def _roc_points(t: Tables) -> pl.DataFrame:
     """ROC curves of the loss attack for seed 0 of every cell, on the attack's balanced sets."""
-    runs = _query(con, """SELECT r.run_id, r.kind || ' ' || r.arch AS arch,
-                                 r.kind = 'text' AS text, r.params, r.n, r.precision,
-                                 m.n_members
-                          FROM runs r JOIN mia m USING (run_id)
-                          WHERE m.attack = 'loss' AND r.seed = (SELECT min(seed) FROM runs)""")
-    ids = ", ".join(f"'{r}'" for r in runs["run_id"])
-    all_scores = _query(con, f"""SELECT run_id, sample_id, member, nll_bits FROM samples
-                                 WHERE run_id IN ({ids}) AND primary_reference"""
-                        ).partition_by("run_id", as_dict=True)
+    runs = (t.runs.filter(t.first_seed())
+            .join(t.mia.filter(pl.col("attack") == "loss").select("run_id", "n_members"),
+                  on="run_id")
+            .select("run_id", _kind_arch(), (pl.col("kind") == "text").alias("text"),
+                    "params", "n", "precision", "n_members")
+            .sort("params", "arch", "n", "precision"))
+    all_scores = t.primary_scores(runs["run_id"]).partition_by("run_id", as_dict=True)
     frames = []
     for run in runs.iter_rows(named=True):
         scores = all_scores[(run["run_id"],)]
         members, others = balanced_sets(scores, run["n_members"])
-        fpr, tpr = roc_curve(-members["nll_bits"].to_numpy(), -others["nll_bits"].to_numpy())
+        fpr, tpr = roc_curve(attack_scores(members, "loss"), attack_scores(others, "loss"))
         frames.append(pl.DataFrame({"fpr": fpr, "tpr": tpr}).with_columns(
             arch=pl.lit(run["arch"]), params=pl.lit(run["params"] + run["text"] * 10**12),
             n=pl.lit(run["n"]),
@@ -163,10 +206,10 @@ def _roc_points(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return pl.concat(frames, how="vertical_relaxed")
 
 
-def roc_curves(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+def roc_curves(t: Tables) -> alt.Chart:
     """ROC of the loss attack on linear and log-log axes, one line per N, one panel per
     architecture (seed 0). The diagonal is chance."""
-    df = _roc_points(con)
+    df = _roc_points(t)
     colour = alt.Color("n:O", scale=alt.Scale(scheme="viridis"), title="N")
     charts = []
     for log in (False, True):
@@ -187,19 +230,17 @@ def roc_curves(con: duckdb.DuckDBPyConnection) -> alt.Chart:
                               subtitle="members vs as many held-out samples; seed 0"))
 
 
-def score_histograms(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+def score_histograms(t: Tables) -> alt.Chart:
     """Code length of members and non-members for the largest architecture at three sizes:
     the smallest N, N at capacity and the largest N (seed 0)."""
-    arch = _query(con, """SELECT kind, arch, n_at_max FROM capacity
-                          ORDER BY kind = 'synthetic' DESC, params DESC LIMIT 1""")
+    arch = t.capacity.sort(pl.col("kind") == "synthetic", "params", descending=True,
+                           maintain_order=True).head(1)
     kind, name, n_cap = arch["kind"][0], arch["arch"][0], arch["n_at_max"][0]
-    ns = _query(con, f"""SELECT DISTINCT n FROM runs WHERE kind = '{kind}' AND arch = '{name}'
-                         ORDER BY n""")["n"]
-    picks = sorted({ns.min(), n_cap, ns.max()})
-    df = _query(con, f"""SELECT r.n, s.member, s.nll_bits FROM samples s JOIN runs r USING
-                         (run_id) WHERE r.kind = '{kind}' AND r.arch = '{name}'
-                         AND r.n IN ({", ".join(map(str, picks))}) AND s.primary_reference
-                         AND r.seed = (SELECT min(seed) FROM runs)""")
+    cell = t.runs.filter((pl.col("kind") == kind) & (pl.col("arch") == name))
+    picks = sorted({cell["n"].min(), n_cap, cell["n"].max()})
+    runs = cell.filter(pl.col("n").is_in(picks) & t.first_seed()).select("run_id", "n")
+    df = (t.primary_scores(runs["run_id"], columns=("run_id", "member", "nll_bits"))
+          .join(runs, on="run_id").select("n", "member", "nll_bits"))
     name = f"{kind} {name}"
     df = df.with_columns(sample=pl.when(pl.col("member")).then(pl.lit("member"))
                          .otherwise(pl.lit("held out")))
@@ -212,26 +253,27 @@ def score_histograms(con: duckdb.DuckDBPyConnection) -> alt.Chart:
                               subtitle="smallest N, N at capacity, largest N (seed 0)"))
 
 
-def mia_law(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+def mia_law(t: Tables) -> alt.Chart:
     """Median-threshold F1 of the loss attack against tokens per parameter, with memcap's fitted
-    law and the paper's (both evaluated on N in 64-token sequences)."""
-    pts = _query(con, """SELECT r.kind, r.kind || ' ' || r.arch AS arch, r.params, r.n,
-                                r.seq_len, r.seed, m.f1_median,
-                                r.n * r.seq_len / r.params AS tokens_per_param
-                         FROM runs r JOIN mia m USING (run_id) WHERE m.attack = 'loss'""")
-    lo, hi = float(pts["tokens_per_param"].min()) / 2, float(pts["tokens_per_param"].max()) * 2
-    grid = np.geomspace(lo, hi, 200)
-    curves = [pl.DataFrame({"tokens_per_param": grid, "f1": mia_f1(grid / LAW_SEQ_LEN,
-                                                                    **PAPER_MIA),
-                            "law": "paper (c1 1.34, c2 33.14, c3 0.034)"})]
-    fit = _query(con, """SELECT kind, precision, parameter, value FROM laws
-                         WHERE law = 'mia_f1'""")
+    law and the paper's (both evaluated on N in 64-token sequences; docs/science.md)."""
+    runs = t.runs.join(t.mia.filter(pl.col("attack") == "loss").select("run_id", "f1_median"),
+                       on="run_id")
+    pts = runs.select("kind", _kind_arch(), "params", "n", "seq_len", "seed", "f1_median",
+                      tokens_per_param=pl.col("n") * pl.col("seq_len") / pl.col("params"))
+    # the laws take N/P with N in LAW_SEQ_LEN-token sequences; the axis shows N·S/P
+    ratio = runs.select(sequences_per_param(pl.col("n"), pl.col("seq_len"), pl.col("params")))
+    grid = np.geomspace(float(ratio.min().item()) / 2, float(ratio.max().item()) * 2, 200)
+    tokens = grid * LAW_SEQ_LEN
+    curves = [pl.DataFrame({"tokens_per_param": tokens, "f1": mia_f1(grid, **PAPER_MIA),
+                            "law": "paper (c1 {c1}, c2 {c2}, c3 {c3})".format(**PAPER_MIA)})]
+    fit = (t.laws.filter(pl.col("law") == "mia_f1")
+           .select("kind", "precision", "parameter", "value"))
     for kind, precision in fit.select("kind", "precision").unique().sort("kind", "precision"
                                                                         ).iter_rows():
         c = dict(fit.filter((pl.col("precision") == precision) & (pl.col("kind") == kind))
                  .select("parameter", "value").iter_rows())
         curves.append(pl.DataFrame({
-            "tokens_per_param": grid, "f1": mia_f1(grid / LAW_SEQ_LEN, **c),
+            "tokens_per_param": tokens, "f1": mia_f1(grid, **c),
             "law": f"memcap {kind} {precision} (c1 {c['c1']:.2f}, c2 {c['c2']:.1f}, "
                    f"c3 {c['c3']:.4f})"}))
     x = alt.X("tokens_per_param:Q", scale=alt.Scale(type="log"),
@@ -249,15 +291,18 @@ def mia_law(con: duckdb.DuckDBPyConnection) -> alt.Chart:
         width=WIDTH, height=HEIGHT,
         title=alt.TitleParams("Membership inference fades as data outgrows the model",
                               subtitle="points: runs; lines: F1 = ½(1 + c1·σ(−c2·(N/P − c3))) "
-                                       "with N in 64-token sequences"))
+                                       f"with N in {LAW_SEQ_LEN}-token sequences"))
 
 
-def extraction_vs_n(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+def extraction_vs_n(t: Tables) -> alt.Chart:
     """Exact-match extraction rate against N for training and held-out samples."""
-    df = _query(con, """SELECT r.kind || ' ' || r.arch AS arch,
-                               r.params + (r.kind = 'text')::INT * 1e12 AS params, r.n,
-                               e.prefix_len, e.split, avg(e.rate) AS rate
-                        FROM runs r JOIN extraction e USING (run_id) GROUP BY ALL""")
+    df = (t.runs.join(t.extraction, on="run_id")
+          .group_by(_kind_arch(),
+                    (pl.col("params") + (pl.col("kind") == "text").cast(pl.Int64) * 1e12)
+                    .alias("params"),
+                    "n", "prefix_len", "split")
+          .agg(pl.col("rate").mean())
+          .sort("params", "arch", "n", "prefix_len", "split"))
     return alt.Chart(df).mark_line(point=True).encode(
         x=alt.X("n:Q", scale=alt.Scale(type="log", base=2), title="dataset size N"),
         y=alt.Y("rate:Q", title="exact-match extraction rate (mean over seeds)"),
@@ -271,18 +316,20 @@ def extraction_vs_n(con: duckdb.DuckDBPyConnection) -> alt.Chart:
                               subtitle="training samples fall to the held-out rate as N grows"))
 
 
-def double_descent(con: duckdb.DuckDBPyConnection) -> alt.Chart:
+def double_descent(t: Tables) -> alt.Chart:
     """Held-out loss against the dataset-to-capacity ratio H_ref(D) / (α·P), one line per
-    text architecture (mean over seeds), with the ratio-1 line and each peak marked."""
-    df = _query(con, """
-        SELECT r.arch, r.params, r.precision, r.n, avg(r.heldout_loss) AS heldout_loss,
-               avg(m.capacity_ratio) AS ratio, any_value(m.alpha_source) AS alpha_source
-        FROM runs r JOIN memorization m USING (run_id)
-        WHERE r.kind = 'text' GROUP BY ALL ORDER BY r.params, r.n""")
+    text architecture (mean over seeds), with the ratio-1 line and each peak marked
+    (docs/science.md#dataset-to-capacity-ratio)."""
+    df = (t.runs.filter(pl.col("kind") == "text")
+          .join(t.memorization.select("run_id", "capacity_ratio", "alpha_source"), on="run_id")
+          .group_by("arch", "params", "precision", "n")
+          .agg(pl.col("heldout_loss").mean(), ratio=pl.col("capacity_ratio").mean(),
+               alpha_source=pl.col("alpha_source").drop_nulls().first())
+          .sort("params", "n", "arch", "precision"))
     if df.is_empty():
         return _empty("Double descent", "no text runs in this experiment")
-    peaks = _query(con, "SELECT arch, params, precision, peak_ratio, peak_heldout_loss, "
-                        "peak_interior FROM double_descent")
+    peaks = t.double_descent.select("arch", "params", "precision", "peak_ratio",
+                                    "peak_heldout_loss", "peak_interior")
     x = alt.X("ratio:Q", scale=alt.Scale(type="log"),
               title="dataset-to-capacity ratio H_ref(D) / (α·P)")
     colour = alt.Color("arch:N", sort=alt.SortField("params"), title="architecture")
@@ -304,7 +351,7 @@ def double_descent(con: duckdb.DuckDBPyConnection) -> alt.Chart:
                                        "architecture's held-out-loss peak; grey: ratio 1"))
 
 
-FIGURES = {
+CHARTS = {
     "memorization_vs_n": memorization_vs_n,
     "capacity_vs_params": capacity_vs_params,
     "bits_per_param": bits_per_param,
@@ -314,26 +361,26 @@ FIGURES = {
     "extraction_vs_n": extraction_vs_n,
     "double_descent": double_descent,
 }
+assert tuple(CHARTS) == FIGURES, "CHARTS must draw memcap.paths.FIGURES, in that order"
 
 
-def write_figures(db_path: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write every figure as <name>.html (self-contained) and <name>.png into out_dir."""
+def write_figures(tables_dir: Path, score_files: list[Path], out_dir: Path) -> list[Path]:
+    """Write every figure as <name>.html (self-contained) and <name>.png into out_dir, each
+    through a temporary file renamed into place. Reads tables_dir/<name>.parquet and, lazily,
+    only the rows of score_files that a figure draws."""
+    tables = Tables.read(tables_dir, score_files)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    con = duckdb.connect(str(db_path), read_only=True)
-    try:
-        for name, make in FIGURES.items():
-            chart = make(con)
-            for ext in ("html", "png"):
-                path = out_dir / f"{name}.{ext}"
-                tmp = out_dir / f".tmp-{name}.{ext}"
-                if ext == "html":
-                    chart.save(str(tmp), format="html", inline=True)
-                else:
-                    chart.save(str(tmp), format="png", scale_factor=2)
-                tmp.replace(path)
-                written.append(path)
-    finally:
-        con.close()
+    for name, make in CHARTS.items():
+        chart = make(tables)
+        for ext in ("html", "png"):
+            path = out_dir / f"{name}.{ext}"
+            tmp = out_dir / f".tmp-{name}.{ext}"
+            if ext == "html":
+                chart.save(str(tmp), format="html", inline=True)
+            else:
+                chart.save(str(tmp), format="png", scale_factor=2)
+            tmp.replace(path)
+            written.append(path)
     return written

@@ -1,4 +1,5 @@
-"""Capacity per architecture and the bits-per-parameter law (SCIENCE.md §1).
+"""The laws stage: capacity per architecture, the bits-per-parameter law, the membership law,
+the dataset-to-capacity ratio and double descent (docs/science.md#capacity and after).
 
 capacity C(arch, precision) = max over N of the mean over seeds of M(D_N, θ̂)
 α = least-squares slope of C against P through the origin, per (kind, precision)
@@ -8,10 +9,14 @@ sample redraws whole seeds, the same draw for every architecture and N).
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from memcap.io import atomic_path
+from memcap.paper import PAPER_ALPHA_BF16
+from memcap.quantities import capacity_ratio, mia_f1, sequences_per_param
 
 LAW_SCHEMA = {"law": pl.String, "kind": pl.String, "precision": pl.String,
               "parameter": pl.String, "value": pl.Float64, "ci_low": pl.Float64,
@@ -112,7 +117,7 @@ def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: 
             reasons.append("capacity not saturated for " + ", ".join(
                 cap.filter(pl.col("lower_bound"))["arch"].to_list()))
         if "device" in fit_runs.columns and (fit_runs["device"] == "cpu").any():
-            reasons.append("CPU-sized training budget (SCIENCE.md §4)")
+            reasons.append("CPU-sized training budget (docs/science.md#what-a-cpu-can-show)")
         estimates = {
             "alpha": (slope_through_origin(params, c), slope_through_origin(params, boot)),
             "mean_bits_per_param": ((c / params).mean(), (boot / params).mean(-1)),
@@ -127,29 +132,7 @@ def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: 
     return pl.DataFrame(rows, schema=LAW_SCHEMA)
 
 
-# --- membership inference law (SCIENCE.md §2) ---------------------------------------------
-
-PAPER_MIA = {"c1": 1.34, "c2": 33.14, "c3": 0.034}
-LAW_SEQ_LEN = 64  # the law counts training sequences of 64 tokens
-
-
-def mia_f1(x: np.ndarray, c1: float, c2: float, c3: float) -> np.ndarray:
-    """F1(N/P) = ½ · (1 + c1 · σ(−c2 · (N/P − c3))), N in 64-token sequences."""
-    return 0.5 * (1 + c1 / (1 + np.exp(np.clip(c2 * (np.asarray(x) - c3), -500, 500))))
-
-
-def invert_mia_f1(f1: float, c1: float, c2: float, c3: float) -> float:
-    """The N/P at which the law predicts `f1` (NaN when the law never reaches it)."""
-    q = (2 * f1 - 1) / c1
-    if not 0 < q < 1:
-        return float("nan")
-    return float(c3 - math.log(q / (1 - q)) / c2)
-
-
-def sequences_per_param(n: np.ndarray, seq_len: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """N/P with N counted in 64-token sequences: (n · S / 64) / P (decision, docs)."""
-    return np.asarray(n) * np.asarray(seq_len) / LAW_SEQ_LEN / np.asarray(params)
-
+# --- membership inference law (docs/science.md#membership-law) ---------------------------
 
 def fit_mia_curve(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     """Least-squares (c1, c2, c3): a coarse grid picks the start (unless given), then a
@@ -178,7 +161,7 @@ def fit_mia_law(runs: pl.DataFrame, mia: pl.DataFrame, n_boot: int = 1000, ci: f
     """Rows of `laws` for law 'mia_f1': c1, c2, c3 fitted on cell means of the median-threshold
     F1 of `attack`, with a seed-bootstrap CI; one fit per (kind, precision)."""
     df = (runs.join(mia.filter(pl.col("attack") == attack), on="run_id")
-          .with_columns(x=pl.col("n") * pl.col("seq_len") / LAW_SEQ_LEN / pl.col("params")))
+          .with_columns(x=sequences_per_param(pl.col("n"), pl.col("seq_len"), pl.col("params"))))
     rows = []
     lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
     rng = np.random.default_rng(seed)
@@ -213,7 +196,32 @@ def fit_mia_law(runs: pl.DataFrame, mia: pl.DataFrame, n_boot: int = 1000, ci: f
     return pl.DataFrame(rows, schema=LAW_SCHEMA)
 
 
-# --- double descent (SCIENCE.md §1) ---------------------------------------------------------
+# --- dataset-to-capacity ratio and double descent (docs/science.md#dataset-to-capacity-ratio)
+
+def alpha_by_precision(laws: pl.DataFrame) -> pl.DataFrame:
+    return (laws.filter((pl.col("law") == "capacity") & (pl.col("parameter") == "alpha")
+                        & (pl.col("kind") == "synthetic"))
+            .select("precision", alpha="value"))
+
+
+def with_capacity_ratio(memorization: pl.DataFrame, runs: pl.DataFrame,
+                        laws: pl.DataFrame) -> pl.DataFrame:
+    """Dataset-to-capacity ratio H_ref(D) / (α·P) per run, with α the synthetic
+    bits-per-parameter slope of the run's precision (capacity is a property of the
+    architecture, measured on synthetic data), or the paper's α where the experiment fitted
+    none (a text-only config); `alpha_source` says which."""
+    return (memorization.drop("capacity_ratio", "alpha_source", strict=False)
+            .join(runs.select("run_id", "precision", "params"), on="run_id")
+            .join(alpha_by_precision(laws), on="precision", how="left")
+            .with_columns(alpha_source=pl.when(pl.col("alpha").is_null())
+                          .then(pl.lit(f"paper ({PAPER_ALPHA_BF16})"))
+                          .otherwise(pl.lit("synthetic fit")),
+                          alpha=pl.col("alpha").fill_null(PAPER_ALPHA_BF16))
+            .with_columns(capacity_ratio=capacity_ratio(pl.col("dataset_bits"), pl.col("alpha"),
+                                                        pl.col("params")))
+            .drop("precision", "params", "alpha"))
+
+
 
 DOUBLE_DESCENT_SCHEMA = {
     "kind": pl.String, "arch": pl.String, "precision": pl.String, "params": pl.Int64,
@@ -245,3 +253,23 @@ def double_descent(runs: pl.DataFrame, memorization: pl.DataFrame) -> pl.DataFra
                      "peak_interior": part["n"].min() < peak["n"] < part["n"].max(),
                      "n_sizes": part.height})
     return pl.DataFrame(rows, schema=DOUBLE_DESCENT_SCHEMA).sort("precision", "params")
+
+
+def fit_laws(runs: Path, memorization: Path, mia: Path, out: dict[str, Path], *,
+             bootstrap: int, ci: float, seed: int) -> pl.DataFrame:
+    """Read the collected tables; write `capacity`, `laws`, `double_descent` and
+    `memorization` (with its capacity ratio) to the paths in `out` (the config's `laws:`
+    settings: bootstrap resamples, CI level, bootstrap seed). Returns the laws."""
+    runs_df, mem = pl.read_parquet(runs), pl.read_parquet(memorization)
+    cap = capacity_table(runs_df, mem)
+    laws = pl.concat([
+        fit_capacity_laws(runs_df, mem, cap, n_boot=bootstrap, ci=ci, seed=seed),
+        fit_mia_law(runs_df, pl.read_parquet(mia), n_boot=bootstrap, ci=ci, seed=seed),
+    ])
+    mem = with_capacity_ratio(mem, runs_df, laws)
+    tables = {"capacity": cap, "laws": laws, "double_descent": double_descent(runs_df, mem),
+              "memorization": mem}
+    for name, frame in tables.items():
+        with atomic_path(out[name]) as tmp:
+            frame.write_parquet(tmp)
+    return laws

@@ -1,4 +1,4 @@
-"""GPT-2 as in SCIENCE.md §1, packed: M independent models in one module.
+"""GPT-2 as in docs/science.md#parameter-count, packed: M independent models in one module.
 
 Every weight carries a leading model dimension M, so the seeds of one training cell train as a
 single batched model (one kernel launch per layer for all of them). Nothing mixes across the
@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from memcap.shapes import param_count
 
-__all__ = ["MAX_LOGITS", "PackedGPT", "mean_token_nll", "n_heads", "param_count",
-           "sequence_nll_bits", "token_nll"]
+__all__ = ["MAX_LOGITS", "PackedGPT", "load_packed", "mean_token_nll", "n_heads",
+           "param_count", "save_model", "sequence_nll_bits", "token_nll"]
 
 
 def n_heads(d_model: int, head_dim: int) -> int:
@@ -178,7 +180,7 @@ def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
     """Code length nll(x | model) in bits of every sequence: tokens (M, N, S) -> (M, N) fp64.
 
     Sums -log2 p(x_t | x_<t) over t = 2..S (the first token costs the same under every model,
-    so it is left out; SCIENCE.md §1). The batch is lowered where its logits would exceed
+    so it is left out; docs/science.md#code-length). The batch is lowered where its logits would exceed
     max_logits.
     """
     was_training = model.training
@@ -193,3 +195,23 @@ def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
         out.append(token_nll(logits, chunk).double().sum(-1) / math.log(2))
     model.train(was_training)
     return torch.cat(out, dim=1)
+
+
+def save_model(model: PackedGPT, m: int, path: Path) -> None:
+    """Packed model m as a single-model safetensors file (no model dimension)."""
+    state = {k: v[m].detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+
+
+def load_packed(spec, model_paths: list[Path], device: torch.device) -> PackedGPT:
+    """Stack single-model safetensors files into one packed model of `spec`'s shape (a
+    memcap.cell.TrainSpec, or anything with vocab_size, seq_len, n_layer, d_model, head_dim)."""
+    model = PackedGPT(len(model_paths), spec.vocab_size, spec.seq_len, spec.n_layer,
+                      spec.d_model, n_heads(spec.d_model, spec.head_dim))
+    states = []
+    for path in model_paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"model weights {path} do not exist")
+        states.append(load_file(str(path)))
+    model.load_state_dict({k: torch.stack([s[k] for s in states]) for k in states[0]})
+    return model.to(device)

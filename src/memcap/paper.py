@@ -1,10 +1,12 @@
-"""The paper's numbers (Morris et al. 2025; SCIENCE.md §3), shown beside memcap's."""
+"""The paper's numbers (Morris et al. 2025; docs/science.md#the-papers-numbers), shown beside
+memcap's."""
 
 from __future__ import annotations
 
 PAPER_ALPHA_BF16 = 3.64  # fitted slope, bits per parameter
 PAPER_MEAN_BPP = {"bf16": 3.51, "fp32": 3.83}  # mean of the 16 per-config ratios
 PAPER_BPP_RANGE = (2.86, 4.23)  # 8L×d32 bf16 … 1L×d32 fp32
+PRECISION_INDEX = {"bf16": 0, "fp32": 1}  # position in the (bf16, fp32) pairs below
 
 # Per-config capacity in bits (bf16, fp32), V 2048, S 64.
 PAPER_CAPACITY_BITS = {
@@ -25,3 +27,7 @@ PAPER_MIA_VALIDATION = [
     ("GPT-2 small shape (d 768, 12 layers)", 123_702_528, 6_104_935, 75, 65.69, 0.6),
     ("GPT-2 small shape (d 768, 12 layers)", 123_702_528, 1_498_634, 95, 97.98, 0.3),
 ]
+
+# The membership law in its consistent form (docs/science.md#membership-law):
+# F1(N/P) = ½·(1 + c1·σ(−c2·(N/P − c3))), N in 64-token sequences.
+PAPER_MIA = {"c1": 1.34, "c2": 33.14, "c3": 0.034}

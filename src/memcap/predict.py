@@ -7,13 +7,14 @@ inferred? α and the law's constants come from the latest fit in the database wh
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import duckdb
 import numpy as np
 
-from memcap.laws import LAW_SEQ_LEN, PAPER_MIA, mia_f1
-from memcap.paper import PAPER_ALPHA_BF16
+from memcap.paper import PAPER_ALPHA_BF16, PAPER_MIA
+from memcap.quantities import LAW_SEQ_LEN, mia_f1, sequences_per_param
 
 
 def fitted_constants(db: Path | None, precision: str) -> tuple[float, str, dict, str]:
@@ -46,7 +47,7 @@ def predict(params: int, n: int, seq_len: int = LAW_SEQ_LEN, bits_per_token: flo
     law = law or PAPER_MIA
     capacity = alpha * params
     dataset_bits = None if bits_per_token is None else n * (seq_len - 1) * bits_per_token
-    x = n * seq_len / LAW_SEQ_LEN / params
+    x = sequences_per_param(n, seq_len, params)
     return {
         "capacity_bits": capacity,
         "dataset_bits": dataset_bits,
@@ -54,6 +55,18 @@ def predict(params: int, n: int, seq_len: int = LAW_SEQ_LEN, bits_per_token: flo
         "sequences_per_param": x,
         "f1": float(mia_f1(np.array([x]), **law)[0]),
     }
+
+
+def answer(params: int, n: int, seq_len: int, bits_per_token: float | None,
+           vocab_size: int | None, precision: str, db: Path | None) -> str:
+    """`memcap predict`: the prediction for P parameters on N sequences, as text. The data's
+    bits per token: given, or log2 V for uniform tokens over V ids, or unknown. Constants from
+    the database `db` when it has them (None: the paper's)."""
+    alpha, alpha_src, law, law_src = fitted_constants(db, precision)
+    if bits_per_token is None and vocab_size is not None:
+        bits_per_token = math.log2(vocab_size)
+    result = predict(params, n, seq_len, bits_per_token, alpha, law)
+    return format_prediction(params, n, seq_len, result, alpha, alpha_src, law, law_src)
 
 
 def format_prediction(params: int, n: int, seq_len: int, result: dict, alpha: float,

@@ -1,4 +1,5 @@
-"""Reference models for text (SCIENCE.md §1): each scores the whole pool once.
+"""The reference stage (text, docs/science.md#references): each reference scores the whole pool
+once.
 
   same-arch  the run of the same architecture and precision trained on the largest text
              dataset of the experiment (the paper: equal parameter count, the entire dataset)
@@ -11,7 +12,6 @@ the pool, keyed by sample_id, so every run's samples find their reference code l
 
 from __future__ import annotations
 
-import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -20,63 +20,63 @@ import polars as pl
 import torch
 
 from memcap import device as dev
-from memcap.data import read_tokens
+from memcap.cell import Runtime, TrainSpec
 from memcap.io import atomic_path, read_json, write_json
-from memcap.model import sequence_nll_bits
-from memcap.text import read_pool
-from memcap.train import TrainSpec, load_packed
+from memcap.model import load_packed, sequence_nll_bits
+from memcap.quantities import nats_per_token
+from memcap.tokens import read_pool, read_tokens
 
 
-def run_spec(run_dir: Path) -> TrainSpec:
-    """The training spec recorded in a run's run.json."""
+def run_record(run_dir: Path) -> tuple[dict, TrainSpec]:
+    """A run's record (run.json) and the training spec it recorded."""
     record = read_json(Path(run_dir) / "run.json")
-    return TrainSpec(**{f.name: record[f.name] for f in fields(TrainSpec)})
+    return record, TrainSpec(**{f.name: record[f.name] for f in fields(TrainSpec)})
 
 
 def _bits(spec: TrainSpec, model_path: Path, tokens: np.ndarray, device: torch.device,
-          batch_size: int, threads: int) -> np.ndarray:
-    dtype = dev.configure(device, spec.precision, threads)
+          runtime: Runtime) -> np.ndarray:
+    dtype = dev.configure(device, spec.precision, runtime.threads)
     model = load_packed(spec, [model_path], device)
     toks = torch.from_numpy(tokens).unsqueeze(0).to(device)
-    return sequence_nll_bits(model, toks, batch_size, dev.autocast(device, dtype))[0].cpu().numpy()
+    return sequence_nll_bits(model, toks, runtime.score_batch_size,
+                             dev.autocast(device, dtype))[0].cpu().numpy()
 
 
 def score_reference(run_dir: Path, pool_path: Path, out_path: Path, reference: str,
-                    run_id: str, device: str = "auto", threads: int = 1,
-                    batch_size: int = 512) -> dict:
-    """nll(x | reference) of every pool sample -> out_path (sample_id, split, nll_bits)."""
-    torch_device = dev.resolve_device(device)
-    spec = run_spec(run_dir)
+                    runtime: Runtime) -> dict:
+    """nll(x | reference) of every pool sample -> out_path (sample_id, split, nll_bits);
+    returns the reference's record."""
+    torch_device = dev.resolve_device(runtime.device)
+    run, spec = run_record(run_dir)
+    run_id = run["run_id"]
     pool = read_pool(pool_path)
     tokens = pool["tokens"].to_numpy().astype(np.int64)
     if tokens.shape[1] != spec.seq_len:
         raise ValueError(f"pool {pool_path} has {tokens.shape[1]}-token samples; the reference "
                          f"run {run_id} was trained on {spec.seq_len}")
-    bits = _bits(spec, Path(run_dir) / "model.safetensors", tokens, torch_device, batch_size,
-                 threads)
+    bits = _bits(spec, Path(run_dir) / "model.safetensors", tokens, torch_device, runtime)
     frame = pl.DataFrame({"sample_id": pool["sample_id"], "split": pool["split"],
                           "nll_bits": pl.Series(bits, dtype=pl.Float64)})
     with atomic_path(out_path) as tmp:
         frame.write_parquet(tmp)
     held = frame.filter(pl.col("split") == "heldout")["nll_bits"]
-    return {"reference": reference, "run_id": run_id, "samples": frame.height,
-            "heldout_loss": float(held.mean() * math.log(2) / (spec.seq_len - 1))
+    return {"reference": reference, "run_id": run_id, "arch": run["arch"],
+            "precision": spec.precision, "vocab_size": spec.vocab_size,
+            "samples": frame.height,
+            "heldout_loss": nats_per_token(float(held.mean()), spec.seq_len)
             if held.len() else None}
 
 
-def heldout_losses(run_dirs: list[Path], run_ids: list[str], heldout_path: Path,
-                   device: str = "auto", threads: int = 1, batch_size: int = 512
-                   ) -> pl.DataFrame:
+def heldout_losses(run_dirs: list[Path], heldout_path: Path, runtime: Runtime) -> pl.DataFrame:
     """Held-out loss (nats per predicted token) of every run on one held-out set."""
-    torch_device = dev.resolve_device(device)
+    torch_device = dev.resolve_device(runtime.device)
     _, tokens = read_tokens(heldout_path)
     rows = []
-    for run_dir, rid in zip(run_dirs, run_ids, strict=True):
-        spec = run_spec(run_dir)
-        bits = _bits(spec, Path(run_dir) / "model.safetensors", tokens, torch_device,
-                     batch_size, threads)
-        rows.append({"run_id": rid, "run_dir": str(run_dir), "params": spec.params,
-                     "heldout_loss": float(bits.mean() * math.log(2) / (spec.seq_len - 1))})
+    for run_dir in run_dirs:
+        run, spec = run_record(run_dir)
+        bits = _bits(spec, Path(run_dir) / "model.safetensors", tokens, torch_device, runtime)
+        rows.append({"run_id": run["run_id"], "run_dir": str(run_dir), "params": spec.params,
+                     "heldout_loss": nats_per_token(float(bits.mean()), spec.seq_len)})
     return pl.DataFrame(rows).sort("heldout_loss", "params", "run_id")
 
 
@@ -97,15 +97,20 @@ def choose_oracle(losses: pl.DataFrame, named: str | None) -> tuple[dict, dict]:
                     "heldout_loss_gap": chosen["heldout_loss"] - lowest["heldout_loss"]}
 
 
-def oracle_reference(run_dirs: list[Path], run_ids: list[str], heldout_path: Path,
-                     pool_path: Path, out_path: Path, record_path: Path,
-                     named: str | None = None, device: str = "auto", threads: int = 1,
-                     batch_size: int = 512) -> dict:
+def same_arch_reference(run_dir: Path, pool_path: Path, out_path: Path, record_path: Path,
+                        runtime: Runtime) -> dict:
+    """Score the pool with the same-arch reference run; write its record."""
+    record = score_reference(run_dir, pool_path, out_path, "same-arch", runtime)
+    write_json(record_path, record)
+    return record
+
+
+def oracle_reference(run_dirs: list[Path], heldout_path: Path, pool_path: Path, out_path: Path,
+                     record_path: Path, named: str | None, runtime: Runtime) -> dict:
     """Pick the oracle among the text runs and score the pool with it."""
-    losses = heldout_losses(run_dirs, run_ids, heldout_path, device, threads, batch_size)
+    losses = heldout_losses(run_dirs, heldout_path, runtime)
     chosen, record = choose_oracle(losses, named)
-    scored = score_reference(Path(chosen["run_dir"]), pool_path, out_path, "oracle",
-                             chosen["run_id"], device, threads, batch_size)
+    scored = score_reference(Path(chosen["run_dir"]), pool_path, out_path, "oracle", runtime)
     record = {**record, **scored,
               "candidates": losses.drop("run_dir").to_dicts()}
     write_json(record_path, record)

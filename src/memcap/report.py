@@ -1,4 +1,5 @@
-"""results/report.html: the key numbers beside the paper's, and the figures (self-contained)."""
+"""The report stage: results/report.html, the key numbers beside the paper's, and the figures
+(self-contained). `query` reads the database, `render` writes the HTML."""
 
 from __future__ import annotations
 
@@ -11,20 +12,23 @@ import numpy as np
 import polars as pl
 
 from memcap.io import atomic_path
-from memcap.laws import PAPER_MIA, mia_f1
 from memcap.paper import (
     PAPER_ALPHA_BF16,
     PAPER_BPP_RANGE,
     PAPER_CAPACITY_BITS,
     PAPER_MEAN_BPP,
+    PAPER_MIA,
     PAPER_MIA_VALIDATION,
+    PRECISION_INDEX,
 )
+from memcap.quantities import LAW_SEQ_LEN, mia_f1, sequences_per_param
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.lb{color:#b35900;font-weight:600}
 .ok{color:#11772d;font-weight:600}img{max-width:100%;border:1px solid #eee}.note{color:#555}
+.wide{max-width:100%;overflow-x:auto}td.l{white-space:normal;min-width:8em}
 """
 
 
@@ -55,7 +59,7 @@ def _table(df: pl.DataFrame, left: tuple[str, ...] = ()) -> str:
                 text = f"<b>{text}</b>"
             cells.append(f"<td class='{cls}'>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<div class='wide'><table><tr>{head}</tr>{''.join(body)}</table></div>"
 
 
 def _status() -> pl.Expr:
@@ -66,58 +70,100 @@ def _status() -> pl.Expr:
             .otherwise(pl.lit("lower bound: data-limited at the maximum")))
 
 
-def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) -> None:
+def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) -> str:
+    """The report: query the database, then render it with the figures."""
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        runs = con.sql("SELECT * FROM runs").pl()
-        cap = con.sql("""SELECT * FROM capacity WHERE kind = 'synthetic'
-                         ORDER BY precision, params""").pl()
-        laws = con.sql("SELECT * FROM laws ORDER BY kind, precision, parameter").pl()
-        sat = con.sql("""SELECT arch, precision, count(*) AS runs,
-                                    sum(saturated::INT) AS saturated_runs
-                             FROM runs GROUP BY ALL ORDER BY min(params), precision""").pl()
-        mia = con.sql("""SELECT r.kind, r.arch, r.precision, r.n, m.attack,
-                                round(r.n * r.seq_len / r.params, 4) AS tokens_per_param,
-                                avg(m.auc) AS auc, avg(m.f1_median) AS f1_median,
-                                avg(m.f1_best) AS "f1_best (optimistic)",
-                                avg(m.tpr_at_1pct_fpr) AS tpr_at_1pct_fpr,
-                                avg(m.tpr_at_0_1pct_fpr) AS tpr_at_0_1pct_fpr,
-                                min(m.n_members) AS members
-                         FROM runs r JOIN mia m USING (run_id)
-                         GROUP BY ALL ORDER BY r.kind, min(r.params), r.precision, r.n,
-                         m.attack""").pl()
-        attack_gap = con.sql("""SELECT r.kind, max(abs(a.auc - b.auc)) AS gap,
-                                       avg(b.auc - a.auc) AS mean_gain
-                                FROM mia a JOIN mia b USING (run_id) JOIN runs r USING (run_id)
-                                WHERE a.attack = 'loss' AND b.attack = 'reference'
-                                GROUP BY ALL""").pl()
-        extraction = con.sql("""SELECT r.kind, r.arch, r.n,
-                                       e.split || ' k=' || e.prefix_len AS col,
-                                       avg(e.rate) AS rate
-                                FROM runs r JOIN extraction e USING (run_id)
-                                GROUP BY ALL ORDER BY r.kind, min(r.params), r.n""").pl()
-        tfidf = con.sql("""SELECT r.kind, r.arch,
-                                  avg(m.tfidf_mem_spearman) AS spearman_tfidf_mem,
-                                  min(m.tfidf_mem_spearman) AS min, max(m.tfidf_mem_spearman)
-                                  AS max
-                           FROM runs r JOIN memorization m USING (run_id)
-                           GROUP BY ALL ORDER BY r.kind, min(r.params)""").pl()
-        # per kind: the largest architecture at its capacity (most memorized N), first seed
-        tops = {}
-        for kind, run in con.sql("""SELECT c.kind, arg_min(r.run_id, r.seed) FROM capacity c
-                                    JOIN runs r ON r.arch = c.arch AND r.precision = c.precision
-                                    AND r.kind = c.kind AND r.n = c.n_at_max
-                                    GROUP BY c.kind, c.params, c.arch
-                                    QUALIFY row_number() OVER (PARTITION BY c.kind
-                                    ORDER BY c.params DESC) = 1""").fetchall():
-            tops[kind] = (run, con.sql(f"""SELECT rank, sample_id, mem_bits, nll_bits,
-                                           ref_nll_bits, tfidf, tokens, text
-                                           FROM top_samples WHERE run_id = '{run}'
-                                           ORDER BY rank""").pl())
-        text = _text_tables(con) if (runs["kind"] == "text").any() else None
+        data = query(con)
     finally:
         con.close()
+    with atomic_path(out) as tmp:
+        tmp.write_text(render(data, Path(figures_dir)))
+    return f"wrote {out}"
 
+
+def query(con: duckdb.DuckDBPyConnection) -> dict:
+    """Every number the report shows, as frames."""
+    data = {
+        "runs": con.sql("SELECT * FROM runs").pl(),
+        "cap": con.sql("""SELECT * FROM capacity WHERE kind = 'synthetic'
+                          ORDER BY precision, params""").pl(),
+        "laws": con.sql("SELECT * FROM laws ORDER BY kind, precision, parameter").pl(),
+        "sat": con.sql("""SELECT kind, arch, precision, count(*) AS runs,
+                                 sum(saturated::INT) AS saturated_runs
+                          FROM runs GROUP BY ALL ORDER BY kind, min(params), precision""").pl(),
+        "mia": con.sql("""SELECT r.kind, r.arch, r.precision, r.n, m.attack,
+                                 round(r.n * r.seq_len / r.params, 4) AS tokens_per_param,
+                                 avg(m.auc) AS auc, avg(m.f1_median) AS f1_median,
+                                 avg(m.f1_best) AS "f1_best (optimistic)",
+                                 avg(m.tpr_at_1pct_fpr) AS tpr_at_1pct_fpr,
+                                 avg(m.tpr_at_0_1pct_fpr) AS tpr_at_0_1pct_fpr,
+                                 min(m.n_members) AS members
+                          FROM runs r JOIN mia m USING (run_id)
+                          GROUP BY ALL ORDER BY r.kind, min(r.params), r.precision, r.n,
+                          m.attack""").pl(),
+        "attack_gap": con.sql("""SELECT r.kind, max(abs(a.auc - b.auc)) AS gap,
+                                        avg(b.auc - a.auc) AS mean_gain
+                                 FROM mia a JOIN mia b USING (run_id) JOIN runs r USING (run_id)
+                                 WHERE a.attack = 'loss' AND b.attack = 'reference'
+                                 GROUP BY ALL""").pl(),
+        "extraction": con.sql("""SELECT r.kind, r.arch, r.n,
+                                        e.split || ' k=' || e.prefix_len AS col,
+                                        avg(e.rate) AS rate
+                                 FROM runs r JOIN extraction e USING (run_id)
+                                 GROUP BY ALL ORDER BY r.kind, min(r.params), r.n""").pl(),
+        "tfidf": con.sql("""SELECT r.kind, r.arch,
+                                   avg(m.tfidf_mem_spearman) AS spearman_tfidf_mem,
+                                   min(m.tfidf_mem_spearman) AS min,
+                                   max(m.tfidf_mem_spearman) AS max
+                            FROM runs r JOIN memorization m USING (run_id)
+                            GROUP BY ALL ORDER BY r.kind, min(r.params)""").pl(),
+        "tops": {},
+    }
+    # per kind: the largest architecture at its capacity (most memorized N), first seed
+    for kind, run in con.sql("""SELECT c.kind, arg_min(r.run_id, r.seed) FROM capacity c
+                                JOIN runs r ON r.arch = c.arch AND r.precision = c.precision
+                                AND r.kind = c.kind AND r.n = c.n_at_max
+                                GROUP BY c.kind, c.params, c.arch
+                                QUALIFY row_number() OVER (PARTITION BY c.kind
+                                ORDER BY c.params DESC) = 1""").fetchall():
+        data["tops"][kind] = (run, con.sql("""SELECT rank, sample_id, mem_bits, nll_bits,
+                                              ref_nll_bits, tfidf, tokens, text
+                                              FROM top_samples WHERE run_id = ?
+                                              ORDER BY rank""", params=[run]).pl())
+    data["text"] = _text_tables(con) if (data["runs"]["kind"] == "text").any() else None
+    return data
+
+
+def render(data: dict, fdir: Path) -> str:
+    """The report's HTML (figures inlined as PNG) from the frames of `query`."""
+    runs, laws = data["runs"], data["laws"]
+    parts = [_head(runs)]
+    parts += _capacity_sections(runs, data["cap"], laws, data["sat"])
+    if data["text"] is not None:
+        parts += _text_sections(data["text"], fdir)
+    parts += _mia_sections(data["mia"], data["attack_gap"], laws, data["extraction"],
+                           data["tfidf"], data["tops"])
+    parts.append("<h2>Figures</h2>")
+    for name, caption in (("memorization_vs_n", "Memorized bits against dataset size"),
+                          ("capacity_vs_params", "Capacity against parameters"),
+                          ("bits_per_param", "Bits per parameter per architecture"),
+                          ("mia_law", "Membership inference F1 against tokens per parameter"),
+                          ("mia_roc", "ROC of the loss attack"),
+                          ("mia_histograms", "Member and held-out code lengths"),
+                          ("extraction_vs_n", "Extraction rate against dataset size")):
+        parts.append(f"<h3>{caption}</h3>{_figure(fdir, name, caption)}")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _figure(fdir: Path, name: str, caption: str) -> str:
+    data = base64.b64encode((fdir / f"{name}.png").read_bytes()).decode()
+    return (f"<p><a href='figures/{name}.html'>interactive version</a></p>"
+            f"<img alt='{caption}' src='data:image/png;base64,{data}'>")
+
+
+def _head(runs: pl.DataFrame) -> str:
     devices = ", ".join(sorted(set(runs["device"])))
     cell_seconds = (runs.group_by("kind", "arch", "precision", "n")
                     .agg(pl.col("train_seconds").first())["train_seconds"].sum())
@@ -128,30 +174,39 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
         f"{part['precision'].n_unique()} precision(s), V = {part['vocab_size'][0]}, "
         f"S = {part['seq_len'][0]})"
         for (kind,), part in runs.sort("kind").group_by("kind", maintain_order=True))
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>memcap report</title>"
-             f"<style>{CSS}</style></head><body><h1>memcap: how many bits does a model memorize?"
-             f"</h1><p>{runs.height} trained models: {grids}; trained on {devices} in "
-             f"{cell_seconds:,.0f} s of training jobs (each job trains all seeds of its cell "
-             f"together).</p>"]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>memcap report</title>"
+            f"<style>{CSS}</style></head><body><h1>memcap: how many bits does a model memorize?"
+            f"</h1><p>{runs.height} trained models: {grids}; trained on {devices} in "
+            f"{cell_seconds:,.0f} s of training jobs (each job trains all seeds of its cell "
+            f"together).</p>")
+
+
+def _paper_bpp(parameter: str, precision: str) -> str | None:
+    """The paper's figure beside an α or mean-ratio row: its fitted slope (bf16 only) or its
+    mean per-config ratio (both precisions)."""
+    if parameter == "alpha":
+        if precision == "bf16":
+            return f"{PAPER_ALPHA_BF16} (slope)"
+        return f"{PAPER_MEAN_BPP[precision]} (mean ratio; no {precision} slope published)"
+    return f"{PAPER_MEAN_BPP[precision]}" if precision in PAPER_MEAN_BPP else None
+
+
+def _capacity_sections(runs: pl.DataFrame, cap: pl.DataFrame, laws: pl.DataFrame,
+                       sat: pl.DataFrame) -> list[str]:
     syn = runs.filter(pl.col("kind") == "synthetic")
     vocab, seq = (syn["vocab_size"][0], syn["seq_len"][0]) if syn.height else (None, None)
-
     # α with CI, beside the paper
-    rows = []
-    for r in laws.filter(pl.col("law") == "capacity").iter_rows(named=True):
-        paper = (PAPER_ALPHA_BF16 if r["precision"] == "bf16" else None) \
-            if r["parameter"] == "alpha" else PAPER_MEAN_BPP.get(r["precision"])
-        rows.append({"kind": r["kind"], "precision": r["precision"], "quantity": r["parameter"],
-                     "memcap": r["value"], "CI low": r["ci_low"], "CI high": r["ci_high"],
-                     "seeds": r["n_seeds"], "architectures": r["n_archs"],
-                     "status": f"lower bound: {r['note']}" if r["lower_bound"]
-                     else "saturated",
-                     "paper": paper})
-    parts.append("<h2>Bits per parameter</h2><p>α is the least-squares slope of capacity "
-                 "against parameters through the origin; the CI is a percentile bootstrap over "
-                 "seeds. <b>A lower bound</b> means at least one capacity behind it is not a "
-                 "saturated plateau (SCIENCE.md §4: short CPU runs bound α from below; do not "
-                 "read them as the paper's number).</p>")
+    rows = [{"kind": r["kind"], "precision": r["precision"], "quantity": r["parameter"],
+             "memcap": r["value"], "CI low": r["ci_low"], "CI high": r["ci_high"],
+             "seeds": r["n_seeds"], "architectures": r["n_archs"],
+             "status": f"lower bound: {r['note']}" if r["lower_bound"] else "saturated",
+             "paper": _paper_bpp(r["parameter"], r["precision"])}
+            for r in laws.filter(pl.col("law") == "capacity").iter_rows(named=True)]
+    parts = ["<h2>Bits per parameter</h2><p>α is the least-squares slope of capacity "
+             "against parameters through the origin; the CI is a percentile bootstrap over "
+             "seeds. <b>A lower bound</b> means at least one capacity behind it is not a "
+             "saturated plateau (short CPU runs bound α from below; do not read them as the "
+             "paper's number: docs/science.md#what-a-cpu-can-show).</p>"]
     parts.append(_table(pl.DataFrame(rows), left=("kind", "precision", "quantity", "status"))
                  if rows else "<p>No synthetic runs in this experiment: capacity and α are "
                  "measured on synthetic data only.</p>")
@@ -163,11 +218,13 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
                  f"(bf16) / {PAPER_MEAN_BPP['fp32']} (fp32); range {PAPER_BPP_RANGE[0]}–"
                  f"{PAPER_BPP_RANGE[1]}.</p>")
 
-    # capacity per architecture
+    # capacity per architecture, beside the paper's at its precision (V 2048, S 64 only)
+    paper_shape = (vocab, seq) == (2048, 64)
     capv = cap.with_columns(status=_status()).with_columns(
-        paper_bits=pl.col("arch").map_elements(
-            lambda a: PAPER_CAPACITY_BITS.get(a, (None, None))[0]
-            if (vocab, seq) == (2048, 64) else None, return_dtype=pl.Float64))
+        paper_bits=pl.struct("arch", "precision").map_elements(
+            lambda r: PAPER_CAPACITY_BITS[r["arch"]][PRECISION_INDEX[r["precision"]]]
+            if paper_shape and r["arch"] in PAPER_CAPACITY_BITS else None,
+            return_dtype=pl.Float64))
     parts.append("<h2>Capacity per architecture</h2><p>capacity = max over N of the mean over "
                  "seeds of the memorized bits; <i>saturated</i> needs every run at that N to "
                  "pass the training saturation rule (&lt; 1 % growth over the last 10 % of "
@@ -180,9 +237,9 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
         "bits_per_param", "n_at_max", "n_max", "memorized_fraction_at_max", "status",
         "paper_bits"), left=("kind", "precision", "arch", "status")))
 
-    parts.append("<h2>Saturated runs</h2><p>Runs passing the saturation rule, per cell row "
-                 "(all dataset sizes and seeds).</p>")
-    parts.append(_table(sat, left=("arch", "precision")))
+    parts.append("<h2>Saturated runs</h2><p>Runs passing the saturation rule, per kind, "
+                 "architecture and precision (all dataset sizes and seeds).</p>")
+    parts.append(_table(sat, left=("kind", "arch", "precision")))
     unsat = runs.filter(~pl.col("saturated")).sort("params", "n", "seed")
     if unsat.height:
         parts.append("<p>Runs that did not saturate (their memorization is a lower bound):</p>")
@@ -190,26 +247,7 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
                             left=("run_id",)))
     else:
         parts.append("<p>Every run passed the saturation rule.</p>")
-
-    if text is not None:
-        parts += _text_sections(text, Path(figures_dir))
-    parts += _mia_sections(mia, attack_gap, laws, extraction, tfidf, tops)
-    parts.append("<h2>Figures</h2>")
-    fdir = Path(figures_dir)
-    for name, caption in (("memorization_vs_n", "Memorized bits against dataset size"),
-                          ("capacity_vs_params", "Capacity against parameters"),
-                          ("bits_per_param", "Bits per parameter per architecture"),
-                          ("mia_law", "Membership inference F1 against tokens per parameter"),
-                          ("mia_roc", "ROC of the loss attack"),
-                          ("mia_histograms", "Member and held-out code lengths"),
-                          ("extraction_vs_n", "Extraction rate against dataset size")):
-        png = fdir / f"{name}.png"
-        data = base64.b64encode(png.read_bytes()).decode()
-        parts.append(f"<h3>{caption}</h3><p><a href='figures/{name}.html'>interactive "
-                     f"version</a></p><img alt='{caption}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(parts))
+    return parts
 
 
 def _text_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
@@ -278,10 +316,7 @@ def _text_sections(t: dict[str, pl.DataFrame], fdir: Path) -> list[str]:
                      f"{r['peak_heldout_loss']:.3f}){where}</li>")
     parts.append("<ul>" + "".join(lines) + "</ul>")
     parts.append("<p class='note'>The paper finds the peak where the ratio crosses 1.</p>")
-    png = fdir / "double_descent.png"
-    data = base64.b64encode(png.read_bytes()).decode()
-    parts.append("<p><a href='figures/double_descent.html'>interactive version</a></p>"
-                 f"<img alt='Double descent' src='data:image/png;base64,{data}'>")
+    parts.append(_figure(fdir, "double_descent", "Double descent"))
     parts.append(_table(t["peaks"], left=("arch", "precision")))
     parts.append("<h3>Unintended memorization of text, per reference</h3><p>The most bits a "
                  "text model memorized beyond what its same-arch reference predicts (mean over "
@@ -323,16 +358,17 @@ def _mia_sections(mia: pl.DataFrame, attack_gap: pl.DataFrame, laws: pl.DataFram
         parts.append("<p>Too few cells to fit the law (at least 4 are needed).</p>")
     val = []
     for model, params, n, pred, obs, pm in PAPER_MIA_VALIDATION:
-        row = {"model": model, "params": params, "N sequences": n, "N/P": n / params,
+        x = sequences_per_param(n, LAW_SEQ_LEN, params)  # the paper counts 64-token sequences
+        row = {"model": model, "params": params, "N sequences": n, "N/P": x,
                "paper predicted %": pred, "paper observed %": f"{obs} ± {pm}",
-               "law, paper constants %": 100 * float(mia_f1(np.array([n / params]),
+               "law, paper constants %": 100 * float(mia_f1(np.array([x]),
                                                             **PAPER_MIA)[0])}
         for kind, precision in fit.select("kind", "precision").unique().sort(
                 "kind", "precision").iter_rows():
             c = dict(fit.filter((pl.col("precision") == precision) & (pl.col("kind") == kind))
                      .select("parameter", "value").iter_rows())
             row[f"memcap {kind} {precision} %"] = 100 * float(
-                mia_f1(np.array([n / params]), **c)[0])
+                mia_f1(np.array([x]), **c)[0])
         val.append(row)
     parts.append("<h3>The paper's validation table, recomputed</h3>")
     parts.append(_table(pl.DataFrame(val), left=("model", "paper observed %")))

@@ -1,9 +1,10 @@
-"""Scoring: per-sample code lengths and unintended memorization for every run of a cell.
+"""The score stage: per-sample code lengths and unintended memorization for every run of a cell
+(docs/science.md#code-length, #memorization).
 
 For each seed, writes `scores.parquet`, one row per (sample, reference) for every training
 sample and every held-out sample of the run:
 
-  run_id            str      the run (memcap.aggregate.run_id)
+  run_id            str      the run (memcap.config.run_id)
   sample_id         int64    the dataset's id (held-out ids are offset, see memcap.data)
   member            bool     True for training samples
   reference         str      the reference θ: "uniform" (synthetic), "same-arch" or "oracle"
@@ -21,7 +22,6 @@ pool are read from their score files.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +29,12 @@ import polars as pl
 import torch
 
 from memcap import device as dev
-from memcap.data import read_tokens
-from memcap.evaluate import tfidf
+from memcap.cell import Cell, Runtime
 from memcap.io import atomic_path, write_json
-from memcap.model import sequence_nll_bits
-from memcap.train import TrainSpec, load_packed
-
-
-def uniform_reference_bits(seq_len: int, vocab_size: int) -> float:
-    """nll(x | uniform) for any x: (S−1)·log2 V."""
-    return (seq_len - 1) * math.log2(vocab_size)
-
+from memcap.metrics import tfidf
+from memcap.model import load_packed, sequence_nll_bits
+from memcap.quantities import nats_per_token, uniform_code_bits
+from memcap.tokens import read_tokens
 
 PRIMARY = {"synthetic": "uniform", "text": "same-arch"}
 
@@ -85,66 +80,57 @@ def memorization_totals(frame: pl.DataFrame) -> dict[str, float]:
             "dataset_bits": float(members["ref_nll_bits"].sum())}
 
 
-def score_cell(spec: TrainSpec, seeds: list[int], model_paths: list[Path],
-               train_paths: list[Path], heldout_paths: list[Path], out_dirs: list[Path],
-               run_ids: list[str], device: str = "auto", threads: int = 1,
-               batch_size: int = 512, references: dict[str, Path] | None = None,
-               kind: str = "synthetic") -> list[dict]:
+def score_cell(cell: Cell, runtime: Runtime) -> list[dict]:
     """Score each seed's model on its training set and its held-out set, against the uniform
-    reference (synthetic; `references` None) or each named reference model's scores (text)."""
-    torch_device = dev.resolve_device(device)
-    dtype = dev.configure(torch_device, spec.precision, threads)
-    model = load_packed(spec, model_paths, torch_device)
-    amp = dev.autocast(torch_device, dtype)
-    S = spec.seq_len
-    if references is None:
-        ref_tables = None
-    else:
-        if PRIMARY[kind] not in references:
-            raise ValueError(f"{kind} scoring needs the {PRIMARY[kind]!r} reference, got "
-                             f"{sorted(references)}")
-        ref_tables = {name: read_reference(p) for name, p in references.items()}
+    reference (synthetic) or each of the cell's reference models' scores (text)."""
+    spec, kind = cell.spec, cell.kind
+    device = dev.resolve_device(runtime.device)
+    dtype = dev.configure(device, spec.precision, runtime.threads)
+    model = load_packed(spec, [Path(d) / "model.safetensors" for d in cell.run_dirs], device)
+    amp = dev.autocast(device, dtype)
+    references = {name: Path(p) for name, p in cell.references.items()}
+    if references and PRIMARY[kind] not in references:
+        raise ValueError(f"{kind} scoring needs the {PRIMARY[kind]!r} reference, got "
+                         f"{sorted(references)}")
+    ref_tables = {name: read_reference(p) for name, p in references.items()}
 
-    def load(paths: list[Path]) -> tuple[list[np.ndarray], np.ndarray]:
+    def load(paths: tuple[str, ...]) -> tuple[list[np.ndarray], np.ndarray]:
         ids, toks = zip(*(read_tokens(p) for p in paths), strict=True)
         return list(ids), np.stack(toks)
 
-    train_ids, train_np = load(train_paths)
-    held_ids, held_np = load(heldout_paths)
-    train_t = torch.from_numpy(train_np).to(torch_device)
-    held_t = torch.from_numpy(held_np).to(torch_device)
-    train_bits = sequence_nll_bits(model, train_t, batch_size, amp).cpu().numpy()
-    held_bits = sequence_nll_bits(model, held_t, batch_size, amp).cpu().numpy()
+    train_ids, train_np = load(cell.train_data)
+    held_ids, held_np = load(cell.heldout_data)
+    bits = {split: sequence_nll_bits(model, torch.from_numpy(toks).to(device),
+                                     runtime.score_batch_size, amp).cpu().numpy()
+            for split, toks in (("train", train_np), ("heldout", held_np))}
 
-    def ref_bits(name: str | None, ids: np.ndarray) -> np.ndarray:
-        if name is None:
-            return np.full(len(ids), uniform_reference_bits(S, spec.vocab_size))
+    def ref_bits(name: str, ids: np.ndarray) -> np.ndarray:
+        if name == "uniform":
+            return np.full(len(ids), uniform_code_bits(spec.seq_len, spec.vocab_size))
         return reference_lookup(ref_tables[name], ids, references[name])
 
-    names = [None] if ref_tables is None else sorted(ref_tables, key=lambda r: r != PRIMARY[kind])
+    names = sorted(ref_tables, key=lambda r: r != PRIMARY[kind]) or ["uniform"]
     records = []
-    for m, seed in enumerate(seeds):
+    for m, (seed, run) in enumerate(zip(cell.seeds, cell.run_ids, strict=True)):
         tf = tfidf(train_np[m], spec.vocab_size)
         parts, totals = [], {}
-        for name in names:
-            ref = name or "uniform"
+        for ref in names:
             primary = ref == PRIMARY[kind]
             frame = pl.concat([
-                scores_frame(run_ids[m], train_ids[m], True, train_bits[m],
-                             ref_bits(name, train_ids[m]), tf, ref, primary),
-                scores_frame(run_ids[m], held_ids[m], False, held_bits[m],
-                             ref_bits(name, held_ids[m]), None, ref, primary),
+                scores_frame(run, train_ids[m], True, bits["train"][m],
+                             ref_bits(ref, train_ids[m]), tf, ref, primary),
+                scores_frame(run, held_ids[m], False, bits["heldout"][m],
+                             ref_bits(ref, held_ids[m]), None, ref, primary),
             ])
             parts.append(frame)
             totals[ref] = memorization_totals(frame)
-        primary_ref = PRIMARY[kind]
         record = {
-            "seed": seed, **totals[primary_ref], "reference": primary_ref,
+            "run_id": run, "seed": seed, **totals[PRIMARY[kind]], "reference": PRIMARY[kind],
             "references": totals,
-            "train_loss": float(train_bits[m].mean() * math.log(2) / (S - 1)),
-            "heldout_loss": float(held_bits[m].mean() * math.log(2) / (S - 1)),
+            "train_loss": nats_per_token(float(bits["train"][m].mean()), spec.seq_len),
+            "heldout_loss": nats_per_token(float(bits["heldout"][m].mean()), spec.seq_len),
         }
-        out = Path(out_dirs[m])
+        out = Path(cell.run_dirs[m])
         with atomic_path(out / "scores.parquet") as tmp:
             pl.concat(parts).write_parquet(tmp)
         write_json(out / "score.json", record)

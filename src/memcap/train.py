@@ -1,4 +1,4 @@
-"""Training one cell: all seeds of (kind, architecture, precision, N) as one packed model.
+"""The train stage: all seeds of one cell (memcap.cell.Cell) as one packed model.
 
 Seed s sets both the data (the caller passes seed s's dataset) and the initialisation. The
 batch at step t is a pure function of (seed, t) (epoch-wise permutations keyed by the epoch),
@@ -16,78 +16,24 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from memcap import device as dev
-from memcap.data import read_tokens
+from memcap.cell import Cell, Runtime, TrainSpec
 from memcap.io import atomic_path, write_json
-from memcap.model import PackedGPT, mean_token_nll, n_heads, param_count, sequence_nll_bits
-
-SCHEDULES = ("cosine", "linear", "constant")
+from memcap.model import PackedGPT, mean_token_nll, n_heads, save_model, sequence_nll_bits
+from memcap.quantities import uniform_code_bits
+from memcap.tokens import read_tokens
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Everything that determines a cell's trained weights (and nothing that does not)."""
-
-    vocab_size: int
-    seq_len: int
-    n_layer: int
-    d_model: int
-    precision: str
-    n: int
-    steps: int
-    batch_size: int
-    lr: float
-    head_dim: int = 16
-    warmup_frac: float = 0.05
-    schedule: str = "cosine"
-    min_lr_frac: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    eval_every: int = 100
-    eval_samples: int = 4096
-    saturation_window: float = 0.1
-    saturation_growth: float = 0.01
-    early_stop: bool = False
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for key in ("vocab_size", "seq_len", "n_layer", "d_model", "n", "batch_size",
-                    "eval_every", "eval_samples", "head_dim"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"train spec {key} must be positive, got {getattr(self, key)}")
-        if self.steps < 0:
-            raise ValueError(f"train.steps must be >= 0, got {self.steps}")
-        if not (math.isfinite(self.lr) and self.lr >= 0):
-            raise ValueError(f"train.lr must be a finite number >= 0, got {self.lr}")
-
-    @property
-    def params(self) -> int:
-        return param_count(self.vocab_size, self.seq_len, self.n_layer, self.d_model)
-
-    @property
-    def batch(self) -> int:
-        """Sequences per step and model: the batch size, or the whole dataset if smaller."""
-        return min(self.batch_size, self.n)
-
-    @property
-    def memorizable_bits(self) -> float:
-        return self.n * (self.seq_len - 1) * math.log2(self.vocab_size)
 
 
 def lr_at(spec: TrainSpec, step: int) -> float:
@@ -145,10 +91,10 @@ class EpochSampler:
 
 def saturation(log: pl.DataFrame, steps: int, window: float, growth: float,
                end_step: int | None = None) -> tuple[bool, float]:
-    """SCIENCE.md's rule: saturated when memorization grew by less than `growth` (relative)
-    over the last `window` of the steps: from the last evaluation at or before
-    end_step − window·steps to end_step (default: the end of the run). Returns (saturated,
-    relative growth)."""
+    """The saturation rule (docs/science.md#saturation): saturated when memorization grew by
+    less than `growth` (relative) over the last `window` of the steps: from the last
+    evaluation at or before end_step − window·steps to end_step (default: the end of the run).
+    Returns (saturated, relative growth)."""
     end_step = steps if end_step is None else end_step
     log = log.filter(pl.col("step") <= end_step).sort("step")
     if steps == 0 or log.height < 2:
@@ -168,23 +114,6 @@ def saturated_now(rows: list[dict], seeds: list[int], step: int, spec: TrainSpec
     log = pl.DataFrame(rows, schema_overrides={"step": pl.Int64, "seed": pl.Int64})
     return all(saturation(log.filter(pl.col("seed") == s), spec.steps, spec.saturation_window,
                           spec.saturation_growth, end_step=step)[0] for s in seeds)
-
-
-def unpack_state(model: PackedGPT, m: int) -> dict[str, torch.Tensor]:
-    return {k: v[m].detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def load_packed(spec: TrainSpec, model_paths: list[Path], device: torch.device) -> PackedGPT:
-    """Stack single-model safetensors files into one packed model."""
-    model = PackedGPT(len(model_paths), spec.vocab_size, spec.seq_len, spec.n_layer,
-                      spec.d_model, n_heads(spec.d_model, spec.head_dim))
-    states = []
-    for path in model_paths:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"model weights {path} do not exist")
-        states.append(load_file(str(path)))
-    model.load_state_dict({k: torch.stack([s[k] for s in states]) for k in states[0]})
-    return model.to(device)
 
 
 def training_loss(model: nn.Module, device: torch.device, dtype: str,
@@ -263,167 +192,212 @@ class GraphStep:
         return self.losses
 
 
-def train_cell(spec: TrainSpec, seeds: list[int], train_paths: list[Path], out_dirs: list[Path],
-               checkpoint: Path, device: str = "auto", threads: int = 1, log_every: int = 200,
-               checkpoint_every: int = 500, label: str = "",
-               echo: Callable[[str], None] = print, compile_model: bool | None = None,
-               cuda_graph: bool = True) -> list[dict]:
-    """Train one packed model per seed; write each seed's outputs; return the run records.
+def train_cell(cell: Cell, runtime: Runtime, echo: Callable[[str], None] = print) -> list[dict]:
+    """Train one packed model per seed of `cell`; write each seed's outputs; return the run
+    records.
 
-    compile_model: run the training forward pass and loss through torch.compile (an
+    runtime.compile: run the training forward pass and loss through torch.compile (an
     execution setting: the same model and loss in fused kernels, which round differently; it
-    pays a compile time up front); None: compile on CUDA, where it pays (benchmarks/gpu.sh),
-    not on a CPU.
-    cuda_graph: on CUDA, replay each training step as one captured CUDA graph (GraphStep;
-    an execution setting too; compiled or not). Never on a CPU."""
-    if not (len(seeds) == len(train_paths) == len(out_dirs)):
-        raise ValueError("seeds, train_paths and out_dirs must have the same length")
-    torch_device = dev.resolve_device(device)
-    dtype = dev.configure(torch_device, spec.precision, threads)
-    amp = dev.autocast(torch_device, dtype)
-    M, S = len(seeds), spec.seq_len
+    pays a compile time up front); auto: compile on CUDA, where it pays (benchmarks/gpu.sh),
+    not on a CPU. runtime.cuda_graphs: on CUDA, replay each training step as one captured
+    CUDA graph (GraphStep; an execution setting too; compiled or not). Never on a CPU."""
+    device = dev.resolve_device(runtime.device)
+    dtype = dev.configure(device, cell.spec.precision, runtime.threads)
+    training = _Training(cell, runtime, device, dtype, load_data(cell, device), echo)
+    training.resume()
+    training.run()
+    records = training.records()
+    write_outputs(cell, training.model, training.log(), records)
+    Path(cell.checkpoint).unlink(missing_ok=True)
+    return records
 
+
+def load_data(cell: Cell, device: torch.device) -> torch.Tensor:
+    """Every seed's training tokens, checked against the spec, as one (M, N, S) tensor on the
+    device. Tokens live there as int32 (half of int64: the paper's largest N with 5 seeds is
+    2.7e9 tokens); a batch is widened to int64 after the gather."""
+    spec = cell.spec
     data = []
-    for path in train_paths:
-        ids, toks = read_tokens(path)
-        if toks.shape != (spec.n, S):
-            raise ValueError(f"{path}: expected {spec.n} sequences of {S} tokens, "
+    for path in cell.train_data:
+        _, toks = read_tokens(path)
+        if toks.shape != (spec.n, spec.seq_len):
+            raise ValueError(f"{path}: expected {spec.n} sequences of {spec.seq_len} tokens, "
                              f"got {toks.shape[0]} of {toks.shape[1]}")
         if toks.max() >= spec.vocab_size:
             raise ValueError(f"{path}: token id {toks.max()} >= vocab_size {spec.vocab_size}")
         data.append(torch.from_numpy(toks))
-    # tokens live on the device as int32 (half of int64: the paper's largest N with 5 seeds
-    # is 2.7e9 tokens); a batch is widened to int64 after the gather
     store = torch.int32 if spec.vocab_size <= 2**31 else torch.int64
-    data_t = torch.stack(data).to(store).to(torch_device)  # (M, N, S)
-    eval_t = data_t[:, :spec.eval_samples].long()
-    eval_scale = spec.n / eval_t.shape[1]
-    ref_bits = (S - 1) * math.log2(spec.vocab_size)
+    return torch.stack(data).to(store).to(device)
 
-    model = PackedGPT(M, spec.vocab_size, S, spec.n_layer, spec.d_model,
-                      n_heads(spec.d_model, spec.head_dim))
-    model.init_weights(seeds)
-    model.to(torch_device)
-    assert model.params_per_model() == spec.params
-    graphed = torch_device.type == "cuda" and cuda_graph
-    if compile_model is None:
-        compile_model = torch_device.type == "cuda"
-    # fused Adam: one kernel (CUDA) or one vectorised loop (CPU) for every parameter; a
-    # captured step reads the learning rate from a device tensor that is refilled each step
-    lr_t = torch.tensor(spec.lr, device=torch_device) if graphed else None
-    opt = torch.optim.Adam(model.parameters(), lr=lr_t if graphed else spec.lr,
-                           betas=(spec.beta1, spec.beta2), eps=spec.eps,
-                           weight_decay=spec.weight_decay, fused=True, capturable=graphed)
-    sampler = EpochSampler(seeds, spec.n, spec.batch, torch_device)
-    rows: list[dict] = []
-    step, elapsed = 0, 0.0
-    identity = {"spec": asdict(spec), "seeds": list(seeds)}
 
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
-        if state["identity"] == identity:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optim"])
-            if graphed:  # loading put a saved lr in the group; the graph reads lr_t
-                for group in opt.param_groups:
-                    group["lr"] = lr_t
-            step, rows, elapsed = state["step"], state["rows"], state["elapsed"]
-            echo(f"{label} resumed from checkpoint at step {step}/{spec.steps}")
-        else:
-            echo(f"{label} checkpoint {checkpoint} is for another spec; starting over")
+class _Training:
+    """The state of one cell's training: model, optimizer, sampler, the evaluation log, the
+    step and the time spent (across resumptions)."""
 
-    def evaluate(at: int, losses: torch.Tensor | None) -> None:
-        bits = sequence_nll_bits(model, eval_t, max(256, spec.batch), amp)  # (M, m)
-        mem = (ref_bits - bits).clamp(min=0).sum(1) * eval_scale
-        for m in range(M):
-            rows.append({"seed": seeds[m], "step": at, "lr": lr_at(spec, max(at - 1, 0)),
-                         "train_loss": float("nan") if losses is None else float(losses[m]),
-                         "eval_nll_bits": float(bits[m].mean()), "mem_bits": float(mem[m]),
-                         "elapsed_s": elapsed + time.perf_counter() - t0})
+    def __init__(self, cell: Cell, runtime: Runtime, device: torch.device, dtype: str,
+                 data: torch.Tensor, echo: Callable[[str], None]) -> None:
+        spec, seeds = cell.spec, list(cell.seeds)
+        self.cell, self.spec, self.seeds, self.runtime = cell, spec, seeds, runtime
+        self.device, self.dtype, self.data, self.echo = device, dtype, data, echo
+        self.checkpoint = Path(cell.checkpoint)
+        self.amp = dev.autocast(device, dtype)
+        self.eval_t = data[:, :spec.eval_samples].long()
+        self.eval_scale = spec.n / self.eval_t.shape[1]
+        self.model = PackedGPT(len(seeds), spec.vocab_size, spec.seq_len, spec.n_layer,
+                               spec.d_model, n_heads(spec.d_model, spec.head_dim))
+        self.model.init_weights(seeds)
+        self.model.to(device)
+        assert self.model.params_per_model() == spec.params
+        self.graphed = device.type == "cuda" and runtime.cuda_graphs
+        compile_model = runtime.compile_model
+        self.compiled = device.type == "cuda" if compile_model is None else compile_model
+        # fused Adam: one kernel (CUDA) or one vectorised loop (CPU) for every parameter; a
+        # captured step reads the learning rate from a device tensor that is refilled each step
+        self.lr_t = torch.tensor(spec.lr, device=device) if self.graphed else None
+        self.opt = torch.optim.Adam(self.model.parameters(),
+                                    lr=self.lr_t if self.graphed else spec.lr,
+                                    betas=(spec.beta1, spec.beta2), eps=spec.eps,
+                                    weight_decay=spec.weight_decay, fused=True,
+                                    capturable=self.graphed)
+        self.sampler = EpochSampler(seeds, spec.n, spec.batch, device)
+        self.identity = {"spec": asdict(spec), "seeds": seeds}
+        self.rows: list[dict] = []
+        self.step, self.elapsed, self.t0 = 0, 0.0, time.perf_counter()
+        self.stopped_at: int | None = None
 
-    def check_finite(losses: torch.Tensor, at: int) -> None:
+    def seconds(self) -> float:
+        return self.elapsed + time.perf_counter() - self.t0
+
+    def resume(self) -> None:
+        """Continue from the cell's checkpoint when it was written for this very spec."""
+        if not self.checkpoint.exists():
+            return
+        state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        if state["identity"] != self.identity:
+            self.echo(f"{self.cell.label} checkpoint {self.checkpoint} is for another spec; "
+                      "starting over")
+            return
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optim"])
+        if self.graphed:  # loading put a saved lr in the group; the graph reads lr_t
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_t
+        self.step, self.rows, self.elapsed = state["step"], state["rows"], state["elapsed"]
+        self.echo(f"{self.cell.label} resumed from checkpoint at step {self.step}/"
+                  f"{self.spec.steps}")
+
+    def evaluate(self, at: int, losses: torch.Tensor | None) -> None:
+        """Estimated bits memorized (from eval_samples training sequences, scaled to N)."""
+        spec = self.spec
+        bits = sequence_nll_bits(self.model, self.eval_t, max(256, spec.batch), self.amp)
+        ref = uniform_code_bits(spec.seq_len, spec.vocab_size)
+        mem = (ref - bits).clamp(min=0).sum(1) * self.eval_scale  # (M,)
+        for m, seed in enumerate(self.seeds):
+            self.rows.append({
+                "seed": seed, "step": at, "lr": lr_at(spec, max(at - 1, 0)),
+                "train_loss": float("nan") if losses is None else float(losses[m]),
+                "eval_nll_bits": float(bits[m].mean()), "mem_bits": float(mem[m]),
+                "elapsed_s": self.seconds()})
+
+    def check_finite(self, losses: torch.Tensor, at: int) -> None:
         if not torch.isfinite(losses).all():
-            bad = [seeds[m] for m in range(M) if not math.isfinite(float(losses[m]))]
-            checkpoint.unlink(missing_ok=True)
+            bad = [s for m, s in enumerate(self.seeds) if not math.isfinite(float(losses[m]))]
+            self.checkpoint.unlink(missing_ok=True)
             raise NonFiniteLossError(
-                f"{label} training loss became non-finite at step {at} for seed(s) {bad} "
-                f"(lr {lr_at(spec, at):.3g}); lower train.lr or raise train.warmup_frac. "
-                "No outputs were written.")
+                f"{self.cell.label} training loss became non-finite at step {at} for seed(s) "
+                f"{bad} (lr {lr_at(self.spec, at):.3g}); lower train.lr or raise "
+                "train.warmup_frac. No outputs were written.")
 
-    def save_checkpoint() -> None:
-        with atomic_path(checkpoint) as tmp:
-            torch.save({"identity": identity, "model": model.state_dict(),
-                        "optim": opt.state_dict(), "step": step, "rows": rows,
-                        "elapsed": elapsed + time.perf_counter() - t0}, tmp)
+    def save_checkpoint(self) -> None:
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save({"identity": self.identity, "model": self.model.state_dict(),
+                        "optim": self.opt.state_dict(), "step": self.step, "rows": self.rows,
+                        "elapsed": self.seconds()}, tmp)
 
-    loss_fn = training_loss(model, torch_device, dtype, compile_model)
-    t0 = time.perf_counter()
-    stopped_at = None
-    if step == 0:
-        evaluate(0, None)
-    model.train()
-    graph_step = (GraphStep(loss_fn, model, opt, data_t, spec.batch)
-                  if graphed and step < spec.steps else None)
-    losses = torch.zeros(M, device=torch_device)
-    t_last, tok_last = time.perf_counter(), step
-    while step < spec.steps:
-        idx = sampler.indices(step)  # (M, B), on the device already
-        if graph_step is not None:
-            lr_t.fill_(lr_at(spec, step))
-            losses = graph_step(idx)
-        else:
-            for group in opt.param_groups:
-                group["lr"] = lr_at(spec, step)
-            losses = train_step(loss_fn, opt, data_t, idx)  # (M,) nats per token
-        step += 1
-        last = step == spec.steps
-        if torch_device.type == "cpu" or step % log_every == 0 or last:
-            check_finite(losses, step)
-        if step % spec.eval_every == 0 or last:
-            evaluate(step, losses.cpu())
-            if spec.early_stop and not last and saturated_now(rows, seeds, step, spec):
-                check_finite(losses, step)
-                stopped_at = step
-                last = True
-        if step % log_every == 0 or last:
-            now = time.perf_counter()
-            tps = (step - tok_last) * spec.batch * S * M / max(now - t_last, 1e-9)
-            t_last, tok_last = now, step
-            mem = np.mean([r["mem_bits"] for r in rows[-M:]])
-            echo(f"{label} step {step}/{spec.steps} loss {float(losses.mean()):.4f} "
-                 f"mem {mem:,.0f}/{spec.memorizable_bits:,.0f} bits "
-                 f"({mem / spec.params:.2f} bits/param) tok/s {tps:,.0f}"
-                 + (" — saturated, stopping early" if stopped_at else ""))
-        if last:
-            break
-        if step % checkpoint_every == 0:
-            save_checkpoint()
-    elapsed += time.perf_counter() - t0
+    def run(self) -> None:
+        """The training loop, from the current step to the end (or an early stop)."""
+        spec, rt = self.spec, self.runtime
+        loss_fn = training_loss(self.model, self.device, self.dtype, self.compiled)
+        self.t0 = time.perf_counter()
+        if self.step == 0:
+            self.evaluate(0, None)
+        self.model.train()
+        graph_step = (GraphStep(loss_fn, self.model, self.opt, self.data, spec.batch)
+                      if self.graphed and self.step < spec.steps else None)
+        losses = torch.zeros(len(self.seeds), device=self.device)
+        t_last, step_last = time.perf_counter(), self.step
+        while self.step < spec.steps:
+            idx = self.sampler.indices(self.step)  # (M, B), on the device already
+            if graph_step is not None:
+                self.lr_t.fill_(lr_at(spec, self.step))
+                losses = graph_step(idx)
+            else:
+                for group in self.opt.param_groups:
+                    group["lr"] = lr_at(spec, self.step)
+                losses = train_step(loss_fn, self.opt, self.data, idx)  # (M,) nats per token
+            self.step += 1
+            step = self.step
+            last = step == spec.steps
+            if self.device.type == "cpu" or step % rt.log_every == 0 or last:
+                self.check_finite(losses, step)
+            if step % spec.eval_every == 0 or last:
+                self.evaluate(step, losses.cpu())
+                if spec.early_stop and not last and saturated_now(self.rows, self.seeds, step,
+                                                                  spec):
+                    self.check_finite(losses, step)
+                    self.stopped_at = step
+                    last = True
+            if step % rt.log_every == 0 or last:
+                now = time.perf_counter()
+                tps = ((step - step_last) * spec.batch * spec.seq_len * len(self.seeds)
+                       / max(now - t_last, 1e-9))
+                t_last, step_last = now, step
+                self.progress(losses, tps)
+            if last:
+                break
+            if step % rt.checkpoint_every == 0:
+                self.save_checkpoint()
+        self.elapsed = self.seconds()
 
-    log_df = pl.DataFrame(rows, schema_overrides={"step": pl.Int64, "seed": pl.Int64})
-    records = []
-    for seed in seeds:
-        seed_log = log_df.filter(pl.col("seed") == seed)
-        sat, growth = saturation(seed_log, spec.steps, spec.saturation_window,
-                                 spec.saturation_growth, end_step=step)
-        final = seed_log.sort("step").row(-1, named=True)
-        records.append({
-            **asdict(spec), "seed": seed, "params": spec.params, "saturated": sat,
-            "mem_growth_last_window": growth, "final_train_loss": final["train_loss"],
-            "final_mem_bits_estimate": final["mem_bits"], "device": torch_device.type,
-            "compute_dtype": dtype, "cuda_graph": graphed, "compiled": compile_model,
-            "train_seconds": elapsed,
-            "steps_run": step, "stopped_early": stopped_at is not None,
-            "compute_saved_frac": 1 - step / spec.steps if spec.steps else 0.0,
-            "tokens_per_model": step * spec.batch * S,
-        })
-    # write everything only now, so a failure above leaves no output for any seed
-    for m, out in enumerate(out_dirs):
-        out = Path(out)
+    def progress(self, losses: torch.Tensor, tokens_per_s: float) -> None:
+        spec = self.spec
+        mem = np.mean([r["mem_bits"] for r in self.rows[-len(self.seeds):]])
+        self.echo(f"{self.cell.label} step {self.step}/{spec.steps} loss "
+                  f"{float(losses.mean()):.4f} mem {mem:,.0f}/{spec.memorizable_bits:,.0f} "
+                  f"bits ({mem / spec.params:.2f} bits/param) tok/s {tokens_per_s:,.0f}"
+                  + (" — saturated, stopping early" if self.stopped_at else ""))
+
+    def log(self) -> pl.DataFrame:
+        return pl.DataFrame(self.rows, schema_overrides={"step": pl.Int64, "seed": pl.Int64})
+
+    def records(self) -> list[dict]:
+        """The run record of every seed (run.json)."""
+        spec, step, log = self.spec, self.step, self.log()
+        records = []
+        for seed in self.seeds:
+            seed_log = log.filter(pl.col("seed") == seed)
+            sat, growth = saturation(seed_log, spec.steps, spec.saturation_window,
+                                     spec.saturation_growth, end_step=step)
+            final = seed_log.sort("step").row(-1, named=True)
+            records.append({
+                **self.cell.identity(seed), "saturated": sat,
+                "mem_growth_last_window": growth, "final_train_loss": final["train_loss"],
+                "final_mem_bits_estimate": final["mem_bits"], "device": self.device.type,
+                "compute_dtype": self.dtype, "cuda_graph": self.graphed,
+                "compiled": self.compiled, "train_seconds": self.elapsed,
+                "steps_run": step, "stopped_early": self.stopped_at is not None,
+                "compute_saved_frac": 1 - step / spec.steps if spec.steps else 0.0,
+                "tokens_per_model": step * spec.batch * spec.seq_len,
+            })
+        return records
+
+
+def write_outputs(cell: Cell, model: PackedGPT, log: pl.DataFrame, records: list[dict]) -> None:
+    """Each seed's weights, training log and run record, written only after every seed
+    finished, so a failure leaves no output for any seed."""
+    for m, (seed, out) in enumerate(zip(cell.seeds, map(Path, cell.run_dirs), strict=True)):
         with atomic_path(out / "model.safetensors") as tmp:
-            save_file(unpack_state(model, m), str(tmp))
+            save_model(model, m, tmp)
         with atomic_path(out / "train_log.parquet") as tmp:
-            log_df.filter(pl.col("seed") == seeds[m]).write_parquet(tmp)
+            log.filter(pl.col("seed") == seed).write_parquet(tmp)
         write_json(out / "run.json", records[m])
-    checkpoint.unlink(missing_ok=True)
-    return records

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from memcap.io import atomic_path, read_json, write_json
-from memcap.laws import LAW_SEQ_LEN, invert_mia_f1, mia_f1
+from memcap.quantities import LAW_SEQ_LEN, invert_mia_f1, mia_f1, sequences_per_param
 
 
 def plan(laws: pl.DataFrame, kind: str, precision: str, params: int, seq_len: int,
@@ -32,15 +32,18 @@ def plan(laws: pl.DataFrame, kind: str, precision: str, params: int, seq_len: in
                           "note": "the fitted law never reaches this F1 at positive N"})
             continue
         n = max(1, round(x * params * LAW_SEQ_LEN / seq_len))
-        x_n = n * seq_len / LAW_SEQ_LEN / params
+        x_n = sequences_per_param(n, seq_len, params)
         cells.append({"target_f1": target, "n": n,
                       "predicted_f1": float(mia_f1(np.array([x_n]), **c)[0]), "note": ""})
     return {"kind": kind, "precision": precision, "params": params, "seq_len": seq_len,
             "law": c, "cells": cells}
 
 
-def write_plan(path: Path, **kwargs) -> None:
-    write_json(path, plan(**kwargs))
+def write_plan(out: Path, laws: Path, kind: str, precision: str, params: int, seq_len: int,
+               targets: list[float]) -> str:
+    """The plan of the verify target, from the fitted laws (a Parquet file), to `out`."""
+    write_json(out, plan(pl.read_parquet(laws), kind, precision, params, seq_len, targets))
+    return f"wrote {out}"
 
 
 def summarize(plan_path: Path, evaluation_paths: list[Path], out_table: Path,

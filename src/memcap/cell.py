@@ -1,0 +1,224 @@
+"""The cell contract: what every model stage (train, score, evaluate) is handed, as one value.
+
+A cell is one (kind, architecture, precision, N) of the grid with all its seeds: the seeds
+train together as one packed model. `Cell` names it once: its coordinates, its training spec,
+its seeds, and the paths of its inputs and outputs. The rules build it from the config
+(`build_cell`) and pass it as JSON; identity (run ids, arch id, kind) comes from it and is never
+parsed back from paths. Torch-free: the DAG build imports it.
+
+`TrainSpec` is everything that determines a cell's trained weights: the data and model shape
+plus every key of the config's `train:` section. Its training fields are generated from the
+config schema, so a key added to the schema's `train` reaches every cell, its checkpoint
+identity and its run records with no edit here; defaults live only in the schema.
+
+`Runtime` holds the execution settings (device, threads, intervals, compile, CUDA graphs): they
+change no result, so the rules pass them as resources, and editing them reruns nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from memcap import config as cfg
+from memcap import paths
+from memcap.quantities import memorizable_bits
+from memcap.shapes import param_count
+
+# data and model shape; the training settings follow from the schema
+SHAPE_FIELDS: tuple[tuple[str, type], ...] = (
+    ("vocab_size", int), ("seq_len", int), ("n_layer", int), ("d_model", int),
+    ("precision", str), ("n", int))
+_JSON_TYPES = {"integer": int, "number": float, "boolean": bool, "string": str}
+
+
+class _SpecMethods:
+    """What follows from a spec (shared by every generated TrainSpec class)."""
+
+    def __post_init__(self) -> None:
+        for key in ("vocab_size", "seq_len", "n_layer", "d_model", "n", "batch_size",
+                    "eval_every", "eval_samples", "head_dim"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train spec {key} must be positive, got {getattr(self, key)}")
+        if self.steps < 0:
+            raise ValueError(f"train.steps must be >= 0, got {self.steps}")
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"train.lr must be a finite number >= 0, got {self.lr}")
+
+    @property
+    def params(self) -> int:
+        return param_count(self.vocab_size, self.seq_len, self.n_layer, self.d_model)
+
+    @property
+    def batch(self) -> int:
+        """Sequences per step and model: the batch size, or the whole dataset if smaller."""
+        return min(self.batch_size, self.n)
+
+    @property
+    def memorizable_bits(self) -> float:
+        return memorizable_bits(self.n, self.seq_len, self.vocab_size)
+
+    def settings(self) -> dict[str, Any]:
+        """The `train:` settings alone (no shape)."""
+        shape = {name for name, _ in SHAPE_FIELDS}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in shape}
+
+
+def spec_class(schema: dict) -> type:
+    """The TrainSpec dataclass for a config schema: the shape fields, then one field per key
+    of the schema's `train` section, none with a default."""
+    train = schema["properties"]["train"]["properties"]
+    fields = [*SHAPE_FIELDS, *[(key, _JSON_TYPES.get(prop.get("type"), str))
+                               for key, prop in train.items()]]
+    return dataclasses.make_dataclass(
+        "TrainSpec", fields, bases=(_SpecMethods,), frozen=True,
+        namespace={"__doc__": "Everything that determines a cell's trained weights (and "
+                              "nothing that does not): the shape and every train: key.",
+                   "__module__": __name__})
+
+
+TrainSpec = spec_class(cfg.schema())
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training cell: all seeds of (kind, architecture, precision, N), with its files.
+
+    Per seed (same order as `seeds`): its training data, its held-out data and its run folder.
+    `references` maps each text reference to its scores of the pool (empty for synthetic data:
+    the reference is the uniform distribution); `tokenizer` is the tokenizer folder of text
+    cells (top samples are decoded with it)."""
+
+    kind: str
+    spec: TrainSpec
+    seeds: tuple[int, ...]
+    train_data: tuple[str, ...]
+    heldout_data: tuple[str, ...]
+    run_dirs: tuple[str, ...]
+    checkpoint: str
+    references: dict[str, str]
+    tokenizer: str | None
+
+    def __post_init__(self) -> None:
+        if self.kind not in cfg.KINDS:
+            raise ValueError(f"cell kind must be one of {cfg.KINDS}, got {self.kind!r}")
+        counts = {len(self.seeds), len(self.train_data), len(self.heldout_data),
+                  len(self.run_dirs)}
+        if len(counts) != 1:
+            raise ValueError("a cell needs one train file, one held-out file and one run folder "
+                             f"per seed; got {len(self.seeds)} seeds, {len(self.train_data)} "
+                             f"train files, {len(self.heldout_data)} held-out files and "
+                             f"{len(self.run_dirs)} run folders")
+
+    @property
+    def arch(self) -> str:
+        return cfg.arch_id({"n_layer": self.spec.n_layer, "d_model": self.spec.d_model})
+
+    @property
+    def run_ids(self) -> list[str]:
+        s = self.spec
+        return [cfg.run_id(self.kind, s.vocab_size, s.seq_len, self.arch, s.precision, s.n, seed)
+                for seed in self.seeds]
+
+    @property
+    def label(self) -> str:
+        """How progress lines name the cell: 'synthetic L1-d16 fp32 n=128'."""
+        return f"{self.kind} {self.arch} {self.spec.precision} n={self.spec.n}"
+
+    def identity(self, seed: int) -> dict[str, Any]:
+        """What a run record says of its run: ids, coordinates and the whole spec."""
+        m = self.seeds.index(seed)
+        return {**dataclasses.asdict(self.spec), "run_id": self.run_ids[m], "kind": self.kind,
+                "arch": self.arch, "seed": seed, "params": self.spec.params}
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Cell:
+        try:
+            record = json.loads(text)
+            return cls(**{**record, "spec": TrainSpec(**record["spec"]),
+                          **{k: tuple(record[k]) for k in ("seeds", "train_data",
+                                                           "heldout_data", "run_dirs")}})
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"not a cell record ({err}); expected the JSON the rules pass "
+                             "(fields: " + ", ".join(f.name for f in dataclasses.fields(cls))
+                             + ")") from None
+
+
+def build_cell(config: dict, kind: str, arch: str, precision: str, n: int) -> Cell:
+    """The cell of a validated config at these coordinates, with the paths of the results
+    tree (memcap.paths)."""
+    spec = TrainSpec(**cfg.train_spec(config, kind, arch, precision, int(n)))
+    seeds = tuple(config["seeds"])
+    where = {"kind": kind, "vocab": spec.vocab_size, "seq": spec.seq_len}
+    heldout = config[kind]["heldout"]
+    coords = {**where, "arch": arch, "precision": precision, "n": spec.n}
+    text = kind == cfg.KIND_TEXT
+    return Cell(
+        kind=kind, spec=spec, seeds=seeds,
+        train_data=tuple(paths.DATA.format(**where, seed=s, split="train", n=spec.n)
+                         for s in seeds),
+        heldout_data=tuple(paths.DATA.format(**where, seed=s, split="heldout", n=heldout)
+                           for s in seeds),
+        run_dirs=tuple(paths.RUN.format(**coords, seed=s) for s in seeds),
+        checkpoint=paths.CHECKPOINT.format(**coords),
+        references={"same-arch": paths.SAME_ARCH.format(**where, arch=arch, precision=precision),
+                    "oracle": paths.ORACLE.format(**where)} if text else {},
+        tokenizer=paths.TOKENIZER if text else None)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Execution settings of a model stage (the config's `device` and `runtime:`)."""
+
+    device: str
+    threads: int
+    log_every: int
+    checkpoint_every: int
+    score_batch_size: int
+    compile: str  # auto | true | false
+    cuda_graphs: bool
+
+    @classmethod
+    def from_config(cls, config: dict) -> Runtime:
+        rt = config["runtime"]
+        return cls(device=config["device"], **{
+            f.name: rt[f.name] for f in dataclasses.fields(cls) if f.name != "device"}
+        ).normalised()
+
+    def normalised(self) -> Runtime:
+        """compile as 'auto' / 'true' / 'false' (YAML gives booleans), cuda_graphs a bool."""
+        return dataclasses.replace(self, compile=str(self.compile).lower(),
+                                   cuda_graphs=str(self.cuda_graphs).lower() in ("1", "true"))
+
+    @classmethod
+    def parse(cls, values: dict[str, str]) -> Runtime:
+        """From command-line strings (every field given)."""
+        ints = {f.name for f in dataclasses.fields(cls) if f.type == "int"}
+        try:
+            return cls(**{k: int(v) if k in ints else v for k, v in values.items()}).normalised()
+        except ValueError as err:
+            raise ValueError(f"runtime settings {values}: {err}") from None
+
+    @property
+    def compile_model(self) -> bool | None:
+        """torch.compile the training loss: True / False, or None to decide by device."""
+        return None if self.compile == "auto" else self.compile == "true"
+
+    def resources(self) -> dict[str, str | int]:
+        """As Snakemake resources (strings and integers), threads aside (a rule's `threads`)."""
+        return {f.name: int(v) if isinstance(v, bool) else v
+                for f in dataclasses.fields(self) if f.name != "threads"
+                for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def shell_args(cls) -> str:
+        """The runtime options of `memcap <stage>`, filled from a rule's resources."""
+        return " ".join("--threads {threads}" if f.name == "threads" else
+                        f"--{f.name.replace('_', '-')} {{resources.{f.name}}}"
+                        for f in dataclasses.fields(cls))
