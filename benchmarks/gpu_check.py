@@ -41,13 +41,16 @@ import polars as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from memcap import config as cfg  # noqa: E402
+from memcap.cell import Cell, Runtime, TrainSpec, make_spec  # noqa: E402
 from memcap.data import write_seed_datasets  # noqa: E402
 from memcap.evaluate import evaluate_cell  # noqa: E402
 from memcap.score import score_cell  # noqa: E402
 from memcap.shapes import peak_flops, train_flops_per_token  # noqa: E402
-from memcap.train import TrainSpec, train_cell  # noqa: E402
+from memcap.train import train_cell  # noqa: E402
 
 PAPER_TOKENS_L2_D128 = 6.5e9  # the paper's training tokens for this shape (the issue's figure)
+EXTRACTION_PREFIXES = [8, 16, 32]  # fixed here: they name the "extraction" keys of the JSON
 
 
 def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str, *, heldout: int = 256,
@@ -57,13 +60,15 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str, *, held
                                       seeds, spec.n, spec.seq_len, spec.vocab_size, heldout)
     tag = f"{tag}{spec.n_layer}-{spec.d_model}-{spec.precision}-{spec.n}-{len(seeds)}"
     dirs = [root / f"run-{tag}-{compile_model}-{cuda_graph}-s{s}" for s in seeds]
+    cell = Cell(kind="synthetic", spec=spec, seeds=seeds, train_data=train, heldout_data=held,
+                run_dirs=dirs, checkpoint=root / f"ck-{tag}.pt")
+    runtime = Runtime.defaults(device=device, log_every=log_every or max(1, spec.steps // 5),
+                               compile="true" if compile_model else "false",
+                               cuda_graphs=cuda_graph, score_batch_size=2048)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    recs = train_cell(spec, seeds, train, dirs, root / f"ck-{tag}.pt", device=device,
-                      log_every=log_every or max(1, spec.steps // 5),
-                      echo=lambda s: print(s, flush=True), compile_model=compile_model,
-                      cuda_graph=cuda_graph)
+    recs = train_cell(cell, runtime, echo=lambda s: print(s, flush=True))
     wall = time.perf_counter() - t0
     tokens = recs[0]["steps_run"] * spec.batch * spec.seq_len * len(seeds)
     # steady state: from the first evaluation after step 0 to the end (leaves out start-up
@@ -95,15 +100,13 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str, *, held
     if not evaluate:
         return out
     t1 = time.perf_counter()
-    models = [d / "model.safetensors" for d in dirs]
-    scores = score_cell(spec, seeds, models, train, held, dirs, [f"s{s}" for s in seeds],
-                        device=device, batch_size=2048)
+    scores = score_cell(cell, runtime)
     if device == "cuda":
         torch.cuda.synchronize()
     score_s = time.perf_counter() - t1
     t2 = time.perf_counter()
-    evals = evaluate_cell(spec, seeds, models, train, held, [d / "scores.parquet" for d in dirs],
-                          dirs, [f"s{s}" for s in seeds], prefix_lens=[8, 16, 32], device=device)
+    evals = evaluate_cell(cell, runtime, **{**cfg.defaults("evaluate"),
+                                            "extraction_prefixes": EXTRACTION_PREFIXES})
     out |= {
         "score_sequences_per_s": len(seeds) * (spec.n + heldout) / score_s,
         "mem_bits": [s["mem_bits"] for s in scores],
@@ -138,14 +141,14 @@ def count_syncs(root: Path, spec: TrainSpec, device: str, cuda_graph: bool) -> i
 
 def shapes(quick: bool, steps: int) -> tuple[TrainSpec, TrainSpec]:
     """(tiny data-limited cell, the budget cell), both in bf16."""
-    tiny = TrainSpec(vocab_size=16, seq_len=16, n_layer=1, d_model=16, precision="bf16", n=8,
+    tiny = make_spec(vocab_size=16, seq_len=16, n_layer=1, d_model=16, precision="bf16", n=8,
                      steps=300, batch_size=32, lr=0.03, eval_every=50)
     if quick:  # a CPU-sized stand-in, only to exercise every path of this script
-        big = TrainSpec(vocab_size=64, seq_len=16, n_layer=2, d_model=16, precision="bf16",
+        big = make_spec(vocab_size=64, seq_len=16, n_layer=2, d_model=16, precision="bf16",
                         n=64, steps=steps, batch_size=32, lr=0.01,
                         eval_every=max(1, steps // 20), eval_samples=64)
     else:
-        big = TrainSpec(vocab_size=2048, seq_len=64, n_layer=2, d_model=128, precision="bf16",
+        big = make_spec(vocab_size=2048, seq_len=64, n_layer=2, d_model=128, precision="bf16",
                         n=4096, steps=steps, batch_size=256, lr=0.003,
                         eval_every=max(1, steps // 20), eval_samples=1024)
     return tiny, big

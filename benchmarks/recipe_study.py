@@ -28,23 +28,26 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from memcap.cell import Cell, Runtime, TrainSpec, make_spec
 from memcap.data import write_seed_datasets
-from memcap.train import TrainSpec, train_cell
+from memcap.train import train_cell
 
-BASE = TrainSpec(vocab_size=64, seq_len=32, n_layer=1, d_model=8, precision="fp32", n=128,
+BASE = make_spec(vocab_size=64, seq_len=32, n_layer=1, d_model=8, precision="fp32", n=128,
                  steps=1500, batch_size=64, lr=0.03, eval_every=50)
+RUNTIME = Runtime.defaults(device="cpu", threads=1)
 
 
 def run(spec: TrainSpec, seeds: list[int], root: Path) -> dict:
     """Train one packed cell; return its record with the memorization curve (mean over
     seeds) against training tokens."""
-    train, _ = write_seed_datasets(root / "data", seeds, spec.n, spec.seq_len, spec.vocab_size,
-                                   heldout=1)
+    train, held = write_seed_datasets(root / "data", seeds, spec.n, spec.seq_len,
+                                      spec.vocab_size, heldout=1)
     tag = f"{spec.d_model}-{spec.n}-{spec.lr}-{spec.schedule}-{spec.batch_size}-{spec.steps}"
     dirs = [root / f"run-{tag}-{s}" for s in seeds]
+    cell = Cell(kind="synthetic", spec=spec, seeds=seeds, train_data=train, heldout_data=held,
+                run_dirs=dirs, checkpoint=root / f"ck-{tag}.pt")
     t0 = time.perf_counter()
-    records = train_cell(spec, seeds, train, dirs, root / f"ck-{tag}.pt", device="cpu",
-                         threads=1, echo=lambda _line: None)
+    records = train_cell(cell, RUNTIME, echo=lambda _line: None)
     seconds = time.perf_counter() - t0
     logs = pl.concat([pl.read_parquet(d / "train_log.parquet") for d in dirs])
     curve = (logs.group_by("step").agg(pl.col("mem_bits").mean()).sort("step")
@@ -135,7 +138,8 @@ def main() -> None:
               f"(lr {best['lr']}, {best['schedule']}), best N")
         print(table2)
 
-        # stage 3: a longer budget, and early stopping on the SCIENCE saturation rule
+        # stage 3: a longer budget, and early stopping on the saturation rule
+        # (docs/science.md#saturation)
         step_budgets = [3000] if a.quick else [3000, 6000]
         stage3 = [run(replace(BASE, lr=best["lr"], schedule=best["schedule"], n=best["n"],
                               steps=steps, early_stop=early), seeds, root)

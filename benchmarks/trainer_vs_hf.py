@@ -2,8 +2,9 @@
 
 Baseline: HF transformers `GPT2LMHeadModel` of the same shape (tied embeddings, n_positions S,
 no dropout), one model per seed, with a plain torch AdamW loop (fused, as memcap's Adam).
-memcap: all seeds of a cell as one `PackedGPT` with Adam and the loss of `memcap.train`, eager
-and, on CUDA, as the captured CUDA graph that `memcap.train` replays. Both measured in the
+memcap: all seeds of a cell as one `PackedGPT` stepped by `memcap.train.train_step` (gather,
+the loss of `memcap.train.training_loss`, backward, fused Adam), eager and, on CUDA, as the
+captured CUDA graph that `memcap.train` replays (`GraphStep`, the same step). Both measured in the
 same process, on the same machine, with the same threads, batch and data. Prints tokens/s
 (training) and sequences/s (scoring) and the ratio memcap / baseline.
 
@@ -25,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from memcap.model import PackedGPT, n_heads, param_count, sequence_nll_bits  # noqa: E402
-from memcap.train import GraphStep, training_loss  # noqa: E402
+from memcap.train import GraphStep, train_step, training_loss  # noqa: E402
 
 SHAPES = "L1-d16,L2-d16,L1-d32"  # the default experiment's architectures above d 8
 
@@ -92,11 +93,11 @@ def bench_shape(n_layer: int, d: int, args, device: torch.device) -> dict:
     loss_fn = training_loss(packed, device, "bf16" if args.bf16 and device.type == "cuda"
                             else "fp32", compile_model=args.compile)
 
+    # every step takes the whole (M, B, S) batch: the sample indices 0 … B−1 of each model
+    idx = torch.arange(B, device=device).expand(M, B)
+
     def memcap_step() -> None:
-        losses = loss_fn(data)
-        opt.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        opt.step()
+        train_step(loss_fn, opt, data, idx)
 
     models = hf_models(M, V, S, n_layer, d, device)
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.0, fused=True)
@@ -118,7 +119,6 @@ def bench_shape(n_layer: int, d: int, args, device: torch.device) -> dict:
         g_opt = torch.optim.Adam(packed.parameters(), lr=torch.tensor(1e-3, device=device),
                                  fused=True, capturable=True)
         step = GraphStep(loss_fn, packed, g_opt, data, B)
-        idx = torch.arange(B, device=device).expand(M, B)
         t_graph = time_steps(lambda: step(idx), args.steps, args.warmup, device)
         graph = {"memcap_cuda_graph": tokens / t_graph, "ratio_cuda_graph": t_hf / t_graph}
 

@@ -1,5 +1,5 @@
-"""Shared fixtures: small real datasets, a helper that trains a real packed model, and the
-registry corpora (each artifact downloaded once per test session)."""
+"""Shared fixtures: small real datasets, cells and runtimes for the real stage functions, and
+the registry corpora (each artifact downloaded once per test session)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,43 @@ from pathlib import Path
 
 import pytest
 
+from memcap.cell import Cell, Runtime, TrainSpec, make_spec
+from memcap.config import defaults
 from memcap.corpus import ARTIFACTS, extract_documents, fetch_artifact
 from memcap.data import write_seed_datasets
-from memcap.train import TrainSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def small_spec(**overrides) -> TrainSpec:
+    """A small cell's spec: the schema's train defaults, a tiny shape, overrides on top."""
     base = dict(vocab_size=16, seq_len=16, n_layer=1, d_model=16, precision="fp32", n=8,
                 steps=300, batch_size=32, lr=0.03, eval_every=50, eval_samples=4096)
     base.update(overrides)
-    return TrainSpec(**base)
+    return make_spec(**base)
+
+
+def runtime(**overrides) -> Runtime:
+    """The schema's runtime defaults on the CPU, with overrides."""
+    return Runtime.defaults(**{"device": "cpu", **overrides})
+
+
+CPU = runtime()
+
+
+def evaluate_settings(**overrides) -> dict:
+    """The schema's `evaluate:` defaults, with overrides."""
+    return {**defaults("evaluate"), **overrides}
+
+
+def make_cell(tmp_path: Path, spec: TrainSpec, seeds: list[int], train: list[Path],
+              heldout: list[Path], name: str = "run", checkpoint: str = "ckpt.pt",
+              **kwargs) -> Cell:
+    """A synthetic cell (or kind=... in kwargs) over existing data files, its run folders
+    tmp_path/<name>-<seed>."""
+    return Cell(kind=kwargs.pop("kind", "synthetic"), spec=spec, seeds=seeds, train_data=train,
+                heldout_data=heldout, run_dirs=[tmp_path / f"{name}-{s}" for s in seeds],
+                checkpoint=tmp_path / checkpoint, **kwargs)
 
 
 def write_data(root: Path, spec: TrainSpec, seeds: list[int], heldout: int = 64):

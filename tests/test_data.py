@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from memcap.data import HELDOUT_ID_OFFSET, read_tokens, uniform_tokens, write_synthetic
+from memcap.data import uniform_tokens, write_synthetic
+from memcap.tokens import HELDOUT_ID_OFFSET, read_tokens
 
 
 def test_dataset_of_size_n_is_a_prefix_of_any_larger_one(tmp_path):

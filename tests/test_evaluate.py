@@ -1,20 +1,14 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from conftest import small_spec, write_data
-from memcap.evaluate import (
-    attack_metrics,
-    auc,
-    evaluate_cell,
-    f1_median,
-    roc_curve,
-    spearman,
-    tfidf,
-)
+from conftest import CPU, evaluate_settings, make_cell, small_spec, write_data
+from memcap.evaluate import evaluate_cell
 from memcap.io import read_json
+from memcap.metrics import attack_metrics, auc, f1_median, roc_curve, spearman, tfidf
 from memcap.score import score_cell
 from memcap.train import train_cell
 
@@ -51,18 +45,16 @@ def test_tfidf_is_mean_unigram_surprisal():
 
 def _evaluate(tmp_path, spec, seeds, quiet, heldout):
     train, held = write_data(tmp_path, spec, seeds, heldout=heldout)
-    dirs = [tmp_path / f"run-{s}" for s in seeds]
-    ids = [f"r{s}" for s in seeds]
-    train_cell(spec, seeds, train, dirs, tmp_path / "ck.pt", device="cpu", echo=quiet)
-    models = [d / "model.safetensors" for d in dirs]
-    score_cell(spec, seeds, models, train, held, dirs, ids, device="cpu")
-    return evaluate_cell(spec, seeds, models, train, held, [d / "scores.parquet" for d in dirs],
-                         dirs, ids, prefix_lens=[4, 8, 64], device="cpu"), dirs
+    cell = make_cell(tmp_path, spec, seeds, train, held)
+    train_cell(cell, CPU, echo=quiet)
+    score_cell(cell, CPU)
+    records = evaluate_cell(cell, CPU, **evaluate_settings(extraction_prefixes=[4, 8, 64]))
+    return records, [Path(d) for d in cell.run_dirs], cell
 
 
 def test_untrained_model_attack_is_at_chance(tmp_path, quiet):
     spec = small_spec(n=1024, steps=0)
-    (rec,), _ = _evaluate(tmp_path, spec, [0], quiet, heldout=1024)
+    (rec,), _, _ = _evaluate(tmp_path, spec, [0], quiet, heldout=1024)
     loss = next(r for r in rec["mia"] if r["attack"] == "loss")
     se = math.sqrt((2 * 1024 + 1) / (12 * 1024**2))
     assert loss["n_members"] == loss["n_nonmembers"] == 1024
@@ -75,7 +67,7 @@ def test_untrained_model_attack_is_at_chance(tmp_path, quiet):
 
 def test_memorized_data_is_detected_and_extracted(tmp_path, quiet):
     spec = small_spec(n=64, steps=600, d_model=32, head_dim=16)
-    recs, dirs = _evaluate(tmp_path, spec, [0, 1], quiet, heldout=128)
+    recs, dirs, cell = _evaluate(tmp_path, spec, [0, 1], quiet, heldout=128)
     for rec in recs:
         for r in rec["mia"]:
             assert r["auc"] > 0.9 and r["f1_median"] > 0.8, r
@@ -85,4 +77,4 @@ def test_memorized_data_is_detected_and_extracted(tmp_path, quiet):
     top = pl.read_parquet(dirs[0] / "top_samples.parquet")
     assert top.height == 20 and top["mem_bits"].is_sorted(descending=True)
     assert len(top["tokens"][0].split()) == spec.seq_len
-    assert read_json(dirs[0] / "evaluation.json")["run_id"] == "r0"
+    assert read_json(dirs[0] / "evaluation.json")["run_id"] == cell.run_ids[0]

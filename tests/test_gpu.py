@@ -6,8 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import small_spec, write_data
+from conftest import make_cell, runtime, small_spec, write_data
 from memcap.train import train_cell
+
+CUDA = runtime(device="cuda")
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -24,12 +26,12 @@ def _max_diff(a, b):
 def test_cuda_graph_training_matches_eager(tmp_path, quiet, precision):
     spec = small_spec(vocab_size=64, n_layer=2, d_model=32, n=64, steps=200, batch_size=16,
                       lr=0.01, precision=precision)
-    train, _ = write_data(tmp_path, spec, [0, 1])
+    train, held = write_data(tmp_path, spec, [0, 1])
     recs = {}
     for graph in (False, True):
-        recs[graph] = train_cell(spec, [0, 1], train, [tmp_path / f"{graph}-{s}" for s in (0, 1)],
-                                 tmp_path / f"ck-{graph}.pt", device="cuda", echo=quiet,
-                                 cuda_graph=graph)
+        recs[graph] = train_cell(make_cell(tmp_path, spec, [0, 1], train, held, str(graph),
+                                           f"ck-{graph}.pt"),
+                                 runtime(device="cuda", cuda_graphs=graph), echo=quiet)
     assert recs[True][0]["cuda_graph"] and not recs[False][0]["cuda_graph"]
     for s in (0, 1):
         diff = _max_diff(_weights(tmp_path / f"False-{s}"), _weights(tmp_path / f"True-{s}"))
@@ -41,20 +43,19 @@ def test_cuda_graph_training_matches_eager(tmp_path, quiet, precision):
 
 def test_cuda_graph_run_resumes_from_its_checkpoint(tmp_path, quiet):
     spec = small_spec(vocab_size=64, n=64, steps=60, batch_size=16, lr=0.01)
-    train, _ = write_data(tmp_path, spec, [0])
-    train_cell(spec, [0], train, [tmp_path / "whole"], tmp_path / "a.pt", device="cuda",
-               echo=quiet)
+    train, held = write_data(tmp_path, spec, [0])
+    train_cell(make_cell(tmp_path, spec, [0], train, held, "whole", "a.pt"), CUDA, echo=quiet)
+    resumed = make_cell(tmp_path, spec, [0], train, held, "resumed", "b.pt")
+    every_20 = runtime(device="cuda", log_every=20, checkpoint_every=20)
 
     def crash_at_40(line: str) -> None:
         if "step 40/" in line:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_cell(spec, [0], train, [tmp_path / "resumed"], tmp_path / "b.pt", device="cuda",
-                   echo=crash_at_40, log_every=20, checkpoint_every=20)
+        train_cell(resumed, every_20, echo=crash_at_40)
     assert (tmp_path / "b.pt").exists()
     lines = []
-    train_cell(spec, [0], train, [tmp_path / "resumed"], tmp_path / "b.pt", device="cuda",
-               echo=lines.append, log_every=20, checkpoint_every=20)
+    train_cell(resumed, every_20, echo=lines.append)
     assert any("resumed from checkpoint at step 20/" in line for line in lines), lines
-    assert _max_diff(_weights(tmp_path / "whole"), _weights(tmp_path / "resumed")) < 1e-4
+    assert _max_diff(_weights(tmp_path / "whole-0"), _weights(tmp_path / "resumed-0")) < 1e-4

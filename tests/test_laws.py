@@ -4,8 +4,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from memcap.aggregate import run_id
+from memcap.config import defaults, run_id
 from memcap.laws import bootstrap_capacity, capacity_table, fit_capacity_laws, slope_through_origin
+
+
+def laws_settings(**overrides) -> dict:
+    """The schema's `laws:` defaults (bootstrap, ci, seed), with overrides."""
+    return {**defaults("laws"), **overrides}
 
 
 def _frames(mem_fn, archs=(("L1-d8", 1000), ("L1-d16", 3000), ("L2-d16", 5000)),
@@ -31,7 +36,7 @@ def test_capacity_is_the_plateau_and_alpha_is_recovered():
     cap = capacity_table(runs, mem)
     assert cap["capacity_bits"].to_list() == pytest.approx([3000, 9000, 15000])
     assert cap["saturated"].all() and not cap["lower_bound"].any()
-    laws = fit_capacity_laws(runs, mem, cap, n_boot=300)
+    laws = fit_capacity_laws(runs, mem, cap, **laws_settings(bootstrap=300))
     alpha = laws.filter(pl.col("parameter") == "alpha").row(0, named=True)
     assert alpha["value"] == pytest.approx(3.0)
     assert alpha["ci_low"] <= 3.0 <= alpha["ci_high"]
@@ -42,7 +47,7 @@ def test_capacity_at_the_largest_n_is_a_lower_bound():
     runs, mem = _frames(lambda p, d, s: min(100.0 * p, d))  # never saturates in the grid
     cap = capacity_table(runs, mem)
     assert (cap["n_at_max"] == 1024).all() and cap["lower_bound"].all()
-    laws = fit_capacity_laws(runs, mem, cap, n_boot=50)
+    laws = fit_capacity_laws(runs, mem, cap, **laws_settings(bootstrap=50))
     assert laws["lower_bound"].all()
 
 
@@ -64,15 +69,17 @@ def test_cpu_runs_make_alpha_a_labelled_lower_bound():
     runs, mem = _frames(lambda p, d, s: min(3.0 * p, d) * (1 + 0.01 * (s - 1)))
     cap = capacity_table(runs, mem)
     on_cpu = runs.with_columns(device=pl.lit("cpu"))
-    laws = fit_capacity_laws(on_cpu, mem, cap, n_boot=50)
+    laws = fit_capacity_laws(on_cpu, mem, cap, **laws_settings(bootstrap=50))
     assert laws["lower_bound"].all()
     assert all("CPU" in r for r in laws["note"])
     on_gpu = runs.with_columns(device=pl.lit("cuda"))
-    assert not fit_capacity_laws(on_gpu, mem, cap, n_boot=50)["lower_bound"].any()
+    on_gpu_laws = fit_capacity_laws(on_gpu, mem, cap, **laws_settings(bootstrap=50))
+    assert not on_gpu_laws["lower_bound"].any()
 
 
 def test_mia_law_with_the_papers_constants_reproduces_its_table():
-    from memcap.laws import PAPER_MIA, invert_mia_f1, mia_f1
+    from memcap.paper import PAPER_MIA
+    from memcap.quantities import invert_mia_f1, mia_f1
 
     # the validation table's exact N/P (GPT-2 XL): 0.10967, 0.049352, 0.012115
     exact = np.array([170_654_583, 76_795_021, 18_851_574]) / 1_556_075_200
@@ -89,7 +96,8 @@ def test_mia_law_with_the_papers_constants_reproduces_its_table():
 
 
 def test_mia_law_fit_recovers_known_constants():
-    from memcap.laws import fit_mia_curve, mia_f1
+    from memcap.laws import fit_mia_curve
+    from memcap.quantities import mia_f1
 
     x = np.geomspace(1e-3, 0.3, 30)
     y = mia_f1(x, 1.2, 50.0, 0.05) + np.random.default_rng(0).normal(0, 0.005, x.size)

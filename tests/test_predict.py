@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from conftest import REPO
-from memcap.laws import PAPER_MIA
+from memcap.paper import PAPER_MIA
 from memcap.predict import predict
 from memcap.verify import plan
 

@@ -7,14 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from conftest import small_spec
+from conftest import CPU, make_cell, small_spec
 from memcap.corpus import tokenizer_files
-from memcap.data import HELDOUT_ID_OFFSET, read_tokens
 from memcap.laws import double_descent
 from memcap.reference import choose_oracle, score_reference
 from memcap.score import score_cell
@@ -26,10 +26,11 @@ from memcap.text import (
     dedup_mask,
     documents_frame,
     install_gpt2,
-    load_tokenizer,
     train_bpe,
     write_text_dataset,
 )
+from memcap.tokenizer import load_tokenizer
+from memcap.tokens import HELDOUT_ID_OFFSET, read_tokens
 from memcap.train import train_cell
 
 
@@ -162,18 +163,18 @@ def test_text_memorization_is_nonnegative_and_falls_with_n(moby, bpe, tmp_path, 
     write_text_dataset(pool, held, seed=0, split="heldout", n=128)
     sizes, per_sample, share = (8, 64, 512), {}, {}
     runs = {}
+    ref = tmp_path / "ref.parquet"
     for n in sizes:
         spec = small_spec(vocab_size=300, n=n, d_model=16, steps=300)
         data = tmp_path / f"train-{n}.parquet"
         write_text_dataset(pool, data, seed=0, split="train", n=n)
-        runs[n] = (spec, data, tmp_path / f"run-{n}")
-        train_cell(spec, [0], [data], [runs[n][2]], tmp_path / f"ck-{n}.pt", device="cpu",
-                   echo=quiet)
-    ref = tmp_path / "ref.parquet"
-    score_reference(runs[512][2], pool, ref, "same-arch", "ref", device="cpu")
-    for n, (spec, data, run_dir) in runs.items():
-        score_cell(spec, [0], [run_dir / "model.safetensors"], [data], [held], [run_dir],
-                   [f"run-{n}"], device="cpu", references={"same-arch": ref}, kind="text")
+        runs[n] = make_cell(tmp_path, spec, [0], [data], [held], f"run-{n}", f"ck-{n}.pt",
+                            kind="text", references={"same-arch": ref})
+        train_cell(runs[n], CPU, echo=quiet)
+    score_reference(runs[512].run_dirs[0], pool, ref, "same-arch", CPU)
+    for n, cell in runs.items():
+        score_cell(cell, CPU)
+        run_dir = Path(cell.run_dirs[0])
         scores = pl.read_parquet(run_dir / "scores.parquet")
         assert scores["mem_bits"].min() >= 0
         assert set(scores["reference"]) == {"same-arch"} and scores["primary_reference"].all()

@@ -5,13 +5,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, small_spec, write_data
+from conftest import CPU, REPO, make_cell, runtime, small_spec, write_data
 from memcap.io import read_json
 from memcap.score import score_cell
 from memcap.train import EpochSampler, NonFiniteLossError, lr_at, saturation, train_cell
@@ -19,12 +20,10 @@ from memcap.train import EpochSampler, NonFiniteLossError, lr_at, saturation, tr
 
 def _train_and_score(tmp_path, spec, seeds, quiet):
     train, held = write_data(tmp_path, spec, seeds)
-    dirs = [tmp_path / f"run-{s}" for s in seeds]
-    records = train_cell(spec, seeds, train, dirs, tmp_path / "ckpt.pt", device="cpu",
-                         echo=quiet)
-    scores = score_cell(spec, seeds, [d / "model.safetensors" for d in dirs], train, held,
-                        dirs, [f"run{s}" for s in seeds], device="cpu")
-    return records, scores, dirs
+    cell = make_cell(tmp_path, spec, seeds, train, held)
+    records = train_cell(cell, CPU, echo=quiet)
+    scores = score_cell(cell, CPU)
+    return records, scores, [Path(d) for d in cell.run_dirs]
 
 
 def test_data_limited_run_memorizes_nearly_everything(tmp_path, quiet):
@@ -53,35 +52,32 @@ def test_untrained_model_memorizes_almost_nothing(tmp_path, quiet):
 
 def test_packed_training_equals_separate_runs(tmp_path, quiet):
     spec = small_spec(n=32, steps=40)
-    train, _ = write_data(tmp_path, spec, [5, 6])
-    train_cell(spec, [5, 6], train, [tmp_path / "p5", tmp_path / "p6"], tmp_path / "c1.pt",
-               device="cpu", echo=quiet)
-    train_cell(spec, [6], train[1:], [tmp_path / "s6"], tmp_path / "c2.pt", device="cpu",
+    train, held = write_data(tmp_path, spec, [5, 6])
+    train_cell(make_cell(tmp_path, spec, [5, 6], train, held, "p", "c1.pt"), CPU, echo=quiet)
+    train_cell(make_cell(tmp_path, spec, [6], train[1:], held[1:], "s", "c2.pt"), CPU,
                echo=quiet)
-    packed, single = load_file(tmp_path / "p6/model.safetensors"), load_file(
-        tmp_path / "s6/model.safetensors")
+    packed, single = load_file(tmp_path / "p-6/model.safetensors"), load_file(
+        tmp_path / "s-6/model.safetensors")
     for key in packed:
         assert torch.allclose(packed[key], single[key], atol=2e-5, rtol=1e-4), key
 
 
 def test_non_finite_loss_fails_clearly_and_writes_nothing(tmp_path, quiet):
     spec = small_spec(n=16, steps=20, lr=1e30, warmup_frac=0.0)
-    train, _ = write_data(tmp_path, spec, [0])
+    train, held = write_data(tmp_path, spec, [0])
     with pytest.raises(NonFiniteLossError, match="non-finite at step"):
-        train_cell(spec, [0], train, [tmp_path / "out"], tmp_path / "ck.pt", device="cpu",
+        train_cell(make_cell(tmp_path, spec, [0], train, held, "out", "ck.pt"), CPU,
                    echo=quiet)
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out-0").exists() or not any((tmp_path / "out-0").iterdir())
     assert not (tmp_path / "ck.pt").exists()
 
 
 def test_killed_job_resumes_from_its_checkpoint(tmp_path, quiet):
     spec = small_spec(n=64, steps=3000, eval_every=100)
-    train, _ = write_data(tmp_path, spec, [0])
-    import dataclasses
-    import json
-    cmd = [sys.executable, "-m", "memcap", "train", "--spec",
-           json.dumps(dataclasses.asdict(spec)), "--seeds", "0", "--data", str(train[0]),
-           "--run-dirs", str(tmp_path / "run"), "--checkpoint", str(tmp_path / "ck.pt"),
+    train, held = write_data(tmp_path, spec, [0])
+    # the command a rule runs (and a user reruns by hand from its log line)
+    cmd = [sys.executable, "-m", "memcap", "train", "--cell",
+           make_cell(tmp_path, spec, [0], train, held, "run", "ck.pt").to_json(),
            "--device", "cpu", "--checkpoint-every", "200", "--log-every", "200"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -91,7 +87,7 @@ def test_killed_job_resumes_from_its_checkpoint(tmp_path, quiet):
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (tmp_path / "ck.pt").exists() and not (tmp_path / "run/run.json").exists()
+    assert (tmp_path / "ck.pt").exists() and not (tmp_path / "run-0/run.json").exists()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     resumed = [line for line in done.stdout.splitlines() if "resumed from checkpoint" in line]
@@ -101,12 +97,11 @@ def test_killed_job_resumes_from_its_checkpoint(tmp_path, quiet):
     progress = re.findall(r"(?m)^\s*step (\d+)/", done.stdout)
     assert int(progress[0]) > step  # it did not start again from the beginning
     # and it ends where an uninterrupted run ends: the batch at step t depends on t alone
-    train_cell(spec, [0], train, [tmp_path / "ref"], tmp_path / "ck2.pt", device="cpu",
-               echo=quiet)
-    a = load_file(tmp_path / "run/model.safetensors")
-    b = load_file(tmp_path / "ref/model.safetensors")
+    train_cell(make_cell(tmp_path, spec, [0], train, held, "ref", "ck2.pt"), CPU, echo=quiet)
+    a = load_file(tmp_path / "run-0/model.safetensors")
+    b = load_file(tmp_path / "ref-0/model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-    assert read_json(tmp_path / "run/run.json")["steps"] == spec.steps
+    assert read_json(tmp_path / "run-0/run.json")["steps"] == spec.steps
     assert not (tmp_path / "ck.pt").exists()
 
 
@@ -162,18 +157,17 @@ def test_early_stopping_saves_compute_and_keeps_the_bits(tmp_path, quiet):
 
 def test_compiled_training_matches_eager(tmp_path, quiet):
     spec = small_spec(n=32, steps=20)
-    train, _ = write_data(tmp_path, spec, [0])
-    train_cell(spec, [0], train, [tmp_path / "eager"], tmp_path / "c1.pt", device="cpu",
-               echo=quiet)
-    train_cell(spec, [0], train, [tmp_path / "compiled"], tmp_path / "c2.pt", device="cpu",
-               echo=quiet, compile_model=True)
+    train, held = write_data(tmp_path, spec, [0])
+    train_cell(make_cell(tmp_path, spec, [0], train, held, "eager", "c1.pt"), CPU, echo=quiet)
+    train_cell(make_cell(tmp_path, spec, [0], train, held, "compiled", "c2.pt"),
+               runtime(compile="true"), echo=quiet)
     # fused kernels round differently, and Adam's normalised steps turn a rounding-level
     # gradient difference into up to one learning rate per step on near-zero gradients; the
     # training curves must agree
     curves = [pl.read_parquet(tmp_path / d / "train_log.parquet")["eval_nll_bits"]
-              for d in ("eager", "compiled")]
+              for d in ("eager-0", "compiled-0")]
     assert (curves[0] - curves[1]).abs().max() < 1e-3 * curves[0].abs().max()
-    eager = load_file(str(tmp_path / "eager" / "model.safetensors"))
-    compiled = load_file(str(tmp_path / "compiled" / "model.safetensors"))
+    eager = load_file(str(tmp_path / "eager-0" / "model.safetensors"))
+    compiled = load_file(str(tmp_path / "compiled-0" / "model.safetensors"))
     worst = max(float((w - compiled[k]).abs().max()) for k, w in eager.items())
     assert worst < 20 * spec.lr

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from memcap import config as cfg
@@ -83,6 +83,12 @@ def spec_class(schema: dict) -> type:
 TrainSpec = spec_class(cfg.schema())
 
 
+def make_spec(**values: Any) -> TrainSpec:
+    """A TrainSpec from the schema's `train` defaults and `values` (for scripts and tests that
+    build cells outside the workflow)."""
+    return TrainSpec(**{**cfg.defaults("train"), **values})
+
+
 @dataclass(frozen=True)
 class Cell:
     """One training cell: all seeds of (kind, architecture, precision, N), with its files.
@@ -90,7 +96,8 @@ class Cell:
     Per seed (same order as `seeds`): its training data, its held-out data and its run folder.
     `references` maps each text reference to its scores of the pool (empty for synthetic data:
     the reference is the uniform distribution); `tokenizer` is the tokenizer folder of text
-    cells (top samples are decoded with it)."""
+    cells (top samples are decoded with it). Paths may be given as Path objects (tests and
+    scripts outside the workflow build cells directly); they are kept as strings."""
 
     kind: str
     spec: TrainSpec
@@ -99,10 +106,19 @@ class Cell:
     heldout_data: tuple[str, ...]
     run_dirs: tuple[str, ...]
     checkpoint: str
-    references: dict[str, str]
-    tokenizer: str | None
+    references: dict[str, str] = field(default_factory=dict)
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("seeds", tuple(int(s) for s in self.seeds))
+        for name in ("train_data", "heldout_data", "run_dirs"):
+            put(name, tuple(str(p) for p in getattr(self, name)))
+        put("checkpoint", str(self.checkpoint))
+        put("references", {str(k): str(v) for k, v in self.references.items()})
+        put("tokenizer", None if self.tokenizer is None else str(self.tokenizer))
         if self.kind not in cfg.KINDS:
             raise ValueError(f"cell kind must be one of {cfg.KINDS}, got {self.kind!r}")
         counts = {len(self.seeds), len(self.train_data), len(self.heldout_data),
@@ -141,9 +157,7 @@ class Cell:
     def from_json(cls, text: str) -> Cell:
         try:
             record = json.loads(text)
-            return cls(**{**record, "spec": TrainSpec(**record["spec"]),
-                          **{k: tuple(record[k]) for k in ("seeds", "train_data",
-                                                           "heldout_data", "run_dirs")}})
+            return cls(**{**record, "spec": TrainSpec(**record["spec"])})
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"not a cell record ({err}); expected the JSON the rules pass "
                              "(fields: " + ", ".join(f.name for f in dataclasses.fields(cls))
@@ -183,6 +197,12 @@ class Runtime:
     score_batch_size: int
     compile: str  # auto | true | false
     cuda_graphs: bool
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> Runtime:
+        """The schema's execution defaults, with overrides (scripts and tests)."""
+        device = cfg.schema()["properties"]["device"]["default"]
+        return cls(**{**cfg.defaults("runtime"), "device": device, **overrides}).normalised()
 
     @classmethod
     def from_config(cls, config: dict) -> Runtime:

@@ -10,7 +10,7 @@ import torch
 PRECISIONS = ("bf16", "fp32")
 
 
-def resolve_device(requested: str = "auto") -> torch.device:
+def resolve_device(requested: str) -> torch.device:
     """`auto` picks CUDA when available, else CPU; `cuda` without a GPU is an error."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

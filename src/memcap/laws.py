@@ -95,12 +95,12 @@ def bootstrap_capacity(mem: np.ndarray, n_boot: int, rng: np.random.Generator) -
 
 
 def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: pl.DataFrame,
-                      n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pl.DataFrame:
+                      *, bootstrap: int, ci: float, seed: int) -> pl.DataFrame:
     """Rows of the `laws` table for law 'capacity': alpha (slope through the origin) and
     mean_bits_per_param (mean of per-architecture C/P), with seed-bootstrap CIs.
 
     lower_bound is set, with its reason, when a capacity behind the fit is a lower bound or
-    when any run behind it trained on a CPU (short runs: SCIENCE.md §4)."""
+    when any run behind it trained on a CPU (short runs: docs/science.md#what-a-cpu-can-show)."""
     rows = []
     lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
     # capacity is measured on synthetic data, where the reference is the true distribution;
@@ -110,7 +110,7 @@ def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: 
         archs, params, mem = _seed_tensor(runs, memorization, kind, precision)
         c_by_arch = dict(zip(cap["arch"], cap["capacity_bits"], strict=True))
         c = np.array([c_by_arch[a] for a in archs])
-        boot = bootstrap_capacity(mem, n_boot, np.random.default_rng(seed))
+        boot = bootstrap_capacity(mem, bootstrap, np.random.default_rng(seed))
         fit_runs = runs.filter((pl.col("kind") == kind) & (pl.col("precision") == precision))
         reasons = []
         if cap["lower_bound"].any():
@@ -156,8 +156,8 @@ def fit_mia_curve(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None)
     return popt
 
 
-def fit_mia_law(runs: pl.DataFrame, mia: pl.DataFrame, n_boot: int = 1000, ci: float = 0.95,
-                seed: int = 0, attack: str = "loss") -> pl.DataFrame:
+def fit_mia_law(runs: pl.DataFrame, mia: pl.DataFrame, *, bootstrap: int, ci: float, seed: int,
+                attack: str = "loss") -> pl.DataFrame:
     """Rows of `laws` for law 'mia_f1': c1, c2, c3 fitted on cell means of the median-threshold
     F1 of `attack`, with a seed-bootstrap CI; one fit per (kind, precision)."""
     df = (runs.join(mia.filter(pl.col("attack") == attack), on="run_id")
@@ -177,7 +177,7 @@ def fit_mia_law(runs: pl.DataFrame, mia: pl.DataFrame, n_boot: int = 1000, ci: f
         point = fit_mia_curve(x, np.nanmean(f1, axis=1))
         fits: dict[tuple[int, ...], np.ndarray] = {}  # a resample is a multiset of seeds
         boot = []
-        for _ in range(n_boot):
+        for _ in range(bootstrap):
             draw = tuple(sorted(rng.integers(0, len(seeds), len(seeds))))
             if draw not in fits:
                 fits[draw] = fit_mia_curve(x, np.nanmean(f1[:, list(draw)], axis=1), point)
@@ -263,8 +263,8 @@ def fit_laws(runs: Path, memorization: Path, mia: Path, out: dict[str, Path], *,
     runs_df, mem = pl.read_parquet(runs), pl.read_parquet(memorization)
     cap = capacity_table(runs_df, mem)
     laws = pl.concat([
-        fit_capacity_laws(runs_df, mem, cap, n_boot=bootstrap, ci=ci, seed=seed),
-        fit_mia_law(runs_df, pl.read_parquet(mia), n_boot=bootstrap, ci=ci, seed=seed),
+        fit_capacity_laws(runs_df, mem, cap, bootstrap=bootstrap, ci=ci, seed=seed),
+        fit_mia_law(runs_df, pl.read_parquet(mia), bootstrap=bootstrap, ci=ci, seed=seed),
     ])
     mem = with_capacity_ratio(mem, runs_df, laws)
     tables = {"capacity": cap, "laws": laws, "double_descent": double_descent(runs_df, mem),

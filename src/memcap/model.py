@@ -180,8 +180,8 @@ def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
     """Code length nll(x | model) in bits of every sequence: tokens (M, N, S) -> (M, N) fp64.
 
     Sums -log2 p(x_t | x_<t) over t = 2..S (the first token costs the same under every model,
-    so it is left out; docs/science.md#code-length). The batch is lowered where its logits would exceed
-    max_logits.
+    so it is left out; docs/science.md#code-length). The batch is lowered where its logits
+    would exceed max_logits.
     """
     was_training = model.training
     model.eval()

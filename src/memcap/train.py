@@ -203,6 +203,8 @@ def train_cell(cell: Cell, runtime: Runtime, echo: Callable[[str], None] = print
     CUDA graph (GraphStep; an execution setting too; compiled or not). Never on a CPU."""
     device = dev.resolve_device(runtime.device)
     dtype = dev.configure(device, cell.spec.precision, runtime.threads)
+    echo(f"{cell.label}: training seeds {list(cell.seeds)} ({cell.spec.params:,} parameters "
+         f"each) for {cell.spec.steps:,} steps on {device.type}")
     training = _Training(cell, runtime, device, dtype, load_data(cell, device), echo)
     training.resume()
     training.run()
@@ -362,7 +364,7 @@ class _Training:
     def progress(self, losses: torch.Tensor, tokens_per_s: float) -> None:
         spec = self.spec
         mem = np.mean([r["mem_bits"] for r in self.rows[-len(self.seeds):]])
-        self.echo(f"{self.cell.label} step {self.step}/{spec.steps} loss "
+        self.echo(f"step {self.step}/{spec.steps} loss "
                   f"{float(losses.mean()):.4f} mem {mem:,.0f}/{spec.memorizable_bits:,.0f} "
                   f"bits ({mem / spec.params:.2f} bits/param) tok/s {tokens_per_s:,.0f}"
                   + (" — saturated, stopping early" if self.stopped_at else ""))

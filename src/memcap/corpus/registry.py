@@ -133,8 +133,7 @@ def _fetch_into(art: Artifact, dest: Path) -> Path:
     return out
 
 
-def fetch_artifact(name: str, cache_dir: Path,
-                   artifacts: dict[str, Artifact] = ARTIFACTS) -> tuple[Path, bool]:
+def fetch_artifact(name: str, cache_dir: Path) -> tuple[Path, bool]:
     """Path of the verified artifact in cache_dir, and whether it was downloaded now.
 
     A cached file is re-hashed on every call. One with the wrong hash raises HashMismatchError
@@ -144,9 +143,9 @@ def fetch_artifact(name: str, cache_dir: Path,
     and are renamed into place only once verified, so a failed or mismatched download leaves
     nothing that looks complete.
     """
-    if name not in artifacts:
-        raise ValueError(f"unknown artifact {name!r}; known: {sorted(artifacts)}")
-    art = artifacts[name]
+    if name not in ARTIFACTS:
+        raise ValueError(f"unknown artifact {name!r}; known: {sorted(ARTIFACTS)}")
+    art = ARTIFACTS[name]
     cache_dir = Path(cache_dir)
     final = cache_dir / art.filename
     if final.is_file():
