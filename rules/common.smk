@@ -1,6 +1,7 @@
 # Grid helpers shared by the stage files. Paths come from memcap.paths (one template each);
 # model stages get their cell (memcap.cell.Cell) as one JSON value, built here from the config.
 import json
+import os
 import shlex
 import shutil
 

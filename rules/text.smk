@@ -44,7 +44,7 @@ rule text_tokenizer:
     params:
         kind=TEXT["tokenizer"],
         vocab_size=TEXT_V,
-        out_dir=TOKENIZER,
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
     conda:
         ENV
     log:
@@ -66,7 +66,7 @@ rule text_pool:
     params:
         seq_len=TEXT_S,
         sampling=TEXT["sampling"],
-        tokenizer=TOKENIZER,
+        tokenizer=lambda wc, input: os.path.dirname(input.tokenizer),
     conda:
         ENV
     log:

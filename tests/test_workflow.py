@@ -326,3 +326,16 @@ def test_the_papers_text_setup_plans(tmp_path):
     assert jobs["train"] == jobs["score"] == jobs["evaluate"] == 32
     assert jobs["same_arch_reference"] == 4 and jobs["oracle_reference"] == 1
     assert jobs["fetch"] == 7 and "synthetic_data" not in jobs
+
+
+def test_every_column_of_the_database_is_defined_in_the_science_page(db):
+    """docs/science.md's glossary has a row for every table and column the database holds."""
+    glossary = (REPO / "docs/science.md").read_text().split("## Glossary", 1)[1]
+    rows = set(re.findall(r"(?m)^\| (\w+) \| (\w+) \|", glossary))
+    # the samples view also reads the grid coordinates from its files' paths (hive folders)
+    hive = {("samples", c) for c in ("kind", "vocab", "seq", "arch", "precision", "n", "seed")}
+    columns = {(t, c) for (t,) in db.sql("SELECT table_name FROM information_schema.tables")
+               .fetchall() for (c,) in db.sql(f"SELECT column_name FROM (DESCRIBE {t})")
+               .fetchall()}
+    assert len(columns) > 100
+    assert not columns - rows - hive, sorted(columns - rows - hive)
