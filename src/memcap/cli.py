@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -304,8 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# the model stages log their own command line first, so a failed job reruns from its log
+LOGGED = {"train", "score", "evaluate", "reference", "oracle"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.command in LOGGED:
+        print("$ python -m memcap " + shlex.join(argv), file=sys.stderr, flush=True)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
