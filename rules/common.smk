@@ -6,9 +6,9 @@ import shlex
 import shutil
 
 from memcap.cell import Runtime, build_cell
-from memcap.config import KINDS, architecture, cells, run_id, shape
+from memcap.config import KINDS, architecture, cells, shape
 from memcap.corpus import ARTIFACTS
-from memcap.paths import (CELL, CHECKPOINT, COLLECTED, COLLECTED_MEMORIZATION, DATA, DATABASE,
+from memcap.paths import (CELL, COLLECTED, COLLECTED_MEMORIZATION, DATA, DATABASE,
                           DOCS, FIGURES, FIGURES_DIR, FITTED, ORACLE, ORACLE_RECORD, POOL,
                           REGISTRY, REPORT, RUN, SAME_ARCH, SAME_ARCH_RECORD, TABLES,
                           TABLES_DIR, TEXT_STATS, TOKENIZER, table)
@@ -19,7 +19,6 @@ SEEDS = config["seeds"]
 SYN = config["synthetic"]
 TEXT = config["text"]
 VERIFY = config["verify"]
-HELDOUT = {"synthetic": SYN["heldout"], "text": TEXT["heldout"]}
 
 # Execution settings that change no result (device, threads, progress and checkpoint
 # intervals, scoring batch, compile, CUDA graphs) reach the model stages as resources, not

@@ -61,11 +61,6 @@ class _SpecMethods:
     def memorizable_bits(self) -> float:
         return memorizable_bits(self.n, self.seq_len, self.vocab_size)
 
-    def settings(self) -> dict[str, Any]:
-        """The `train:` settings alone (no shape)."""
-        shape = {name for name, _ in SHAPE_FIELDS}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in shape}
-
 
 def spec_class(schema: dict) -> type:
     """The TrainSpec dataclass for a config schema: the shape fields, then one field per key

@@ -49,10 +49,9 @@ def runtime_args() -> list[tuple[tuple, dict]]:
     """--device, --threads, ...: the execution settings (memcap.cell.Runtime); defaults are
     the config schema's."""
     from memcap.cell import Runtime
-    from memcap.config import defaults
 
-    base = {**defaults("runtime"), "device": "auto"}
-    return [arg(f"--{f.name.replace('_', '-')}", default=str(base[f.name]),
+    base = Runtime.defaults()
+    return [arg(f"--{f.name.replace('_', '-')}", default=str(getattr(base, f.name)),
                 help=f"runtime: {f.name}") for f in dataclasses.fields(Runtime)]
 
 

@@ -210,8 +210,7 @@ def with_capacity_ratio(memorization: pl.DataFrame, runs: pl.DataFrame,
     bits-per-parameter slope of the run's precision (capacity is a property of the
     architecture, measured on synthetic data), or the paper's α where the experiment fitted
     none (a text-only config); `alpha_source` says which."""
-    return (memorization.drop("capacity_ratio", "alpha_source", strict=False)
-            .join(runs.select("run_id", "precision", "params"), on="run_id")
+    return (memorization.join(runs.select("run_id", "precision", "params"), on="run_id")
             .join(alpha_by_precision(laws), on="precision", how="left")
             .with_columns(alpha_source=pl.when(pl.col("alpha").is_null())
                           .then(pl.lit(f"paper ({PAPER_ALPHA_BF16})"))
