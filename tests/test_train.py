@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import CPU, REPO, make_cell, runtime, small_spec, write_data
+import memcap.train as train_mod
 from memcap.io import read_json
 from memcap.score import score_cell
 from memcap.train import EpochSampler, NonFiniteLossError, lr_at, saturation, train_cell
@@ -103,6 +104,54 @@ def test_killed_job_resumes_from_its_checkpoint(tmp_path, quiet):
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert read_json(tmp_path / "run-0/run.json")["steps"] == spec.steps
     assert not (tmp_path / "ck.pt").exists()
+
+
+def test_preempted_job_checkpoints_on_sigterm_and_resumes_to_the_same_weights(tmp_path, quiet):
+    """A scheduler preempts with SIGTERM (then SIGKILL after a grace period): training saves a
+    checkpoint at once, exits 143, and the rerun ends with an uninterrupted run's weights."""
+    spec = small_spec(n=64, steps=3000, eval_every=100)
+    train, held = write_data(tmp_path, spec, [0])
+    # no step-count checkpoint before the end: the only checkpoint is the signal's
+    cmd = [sys.executable, "-m", "memcap", "train", "--cell",
+           make_cell(tmp_path, spec, [0], train, held, "run", "ck.pt").to_json(),
+           "--device", "cpu", "--checkpoint-every", "100000", "--log-every", "100"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    for line in proc.stdout:  # the first progress line: training is under way
+        if re.match(r"\s*step \d+/", line):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 143, rest
+    assert "stopped by a signal" in rest and (tmp_path / "ck.pt").exists(), rest
+    assert not (tmp_path / "run-0").exists() or not any((tmp_path / "run-0").iterdir())
+    stopped = int(re.search(r"at step (\d+)/", rest).group(1))
+    assert 100 <= stopped < spec.steps
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resumed from checkpoint at step {stopped}/" in done.stdout
+    train_cell(make_cell(tmp_path, spec, [0], train, held, "ref", "ck2.pt"), CPU, echo=quiet)
+    a = load_file(tmp_path / "run-0/model.safetensors")
+    b = load_file(tmp_path / "ref-0/model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+
+
+def test_checkpoints_follow_wall_time_as_well_as_steps(tmp_path, quiet, monkeypatch):
+    """With a step interval longer than the run, a time interval still checkpoints."""
+    spec = small_spec(n=64, steps=400, eval_every=100)
+    train, held = write_data(tmp_path, spec, [0])
+    saved = []
+    original = train_mod._Training.save_checkpoint
+
+    def record(self):
+        saved.append(self.step)
+        original(self)
+
+    monkeypatch.setattr(train_mod._Training, "save_checkpoint", record)
+    cell = make_cell(tmp_path, spec, [0], train, held, "run", "ck.pt")
+    train_cell(cell, runtime(checkpoint_every=10**6, checkpoint_minutes=1e-9), echo=quiet)
+    assert saved == list(range(1, spec.steps))  # every step: the interval is always exceeded
 
 
 def test_epoch_sampler_visits_every_sample_once_per_epoch():

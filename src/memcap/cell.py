@@ -181,6 +181,13 @@ def build_cell(config: dict, kind: str, arch: str, precision: str, n: int) -> Ce
         tokenizer=paths.TOKENIZER if text else None)
 
 
+class Preempted(Exception):
+    """A model stage stopped on a signal (a scheduler preempting it) after saving its
+    checkpoint: the command exits with EXIT_CODE (128 + SIGTERM) and a rerun resumes."""
+
+    EXIT_CODE = 143
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Execution settings of a model stage (the config's `device` and `runtime:`)."""
@@ -189,6 +196,7 @@ class Runtime:
     threads: int
     log_every: int
     checkpoint_every: int
+    checkpoint_minutes: float
     score_batch_size: int
     compile: str  # auto | true | false
     cuda_graphs: bool
@@ -214,9 +222,10 @@ class Runtime:
     @classmethod
     def parse(cls, values: dict[str, str]) -> Runtime:
         """From command-line strings (every field given)."""
-        ints = {f.name for f in dataclasses.fields(cls) if f.type == "int"}
+        types = {f.name: {"int": int, "float": float}.get(f.type, str)
+                 for f in dataclasses.fields(cls)}
         try:
-            return cls(**{k: int(v) if k in ints else v for k, v in values.items()}).normalised()
+            return cls(**{k: types[k](v) for k, v in values.items()}).normalised()
         except ValueError as err:
             raise ValueError(f"runtime settings {values}: {err}") from None
 

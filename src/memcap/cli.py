@@ -313,8 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in LOGGED:
         print("$ python -m memcap " + shlex.join(argv), file=sys.stderr, flush=True)
+    from memcap.cell import Preempted
+
     try:
         args.func(args)
+    except Preempted as stop:
+        print(f"memcap {args.command}: {stop}", file=sys.stderr)
+        return Preempted.EXIT_CODE
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"memcap {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -12,8 +12,11 @@ Outputs per seed, in its run folder, all written only after every seed finished:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -25,7 +28,7 @@ import torch
 from torch import nn
 
 from memcap import device as dev
-from memcap.cell import Cell, Runtime, TrainSpec
+from memcap.cell import Cell, Preempted, Runtime, TrainSpec
 from memcap.io import atomic_path, write_json
 from memcap.model import PackedGPT, mean_token_nll, n_heads, save_model, sequence_nll_bits
 from memcap.quantities import uniform_code_bits
@@ -207,11 +210,34 @@ def train_cell(cell: Cell, runtime: Runtime, echo: Callable[[str], None] = print
          f"each) for {cell.spec.steps:,} steps on {device.type}")
     training = _Training(cell, runtime, device, dtype, load_data(cell, device), echo)
     training.resume()
-    training.run()
+    with stop_signals() as stop:
+        training.run(stop)
     records = training.records()
     write_outputs(cell, training.model, training.log(), records)
     Path(cell.checkpoint).unlink(missing_ok=True)
     return records
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """While training: SIGTERM (a scheduler preempting the job, or its time limit) and SIGUSR1
+    (a scheduler's warning, e.g. sbatch --signal=USR1@120) set the returned event instead of
+    killing the process, so the loop can checkpoint and exit between two steps. Outside the
+    main thread, where Python cannot install handlers, the event never fires."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = {sig: signal.signal(sig, lambda signum, _frame: event.set())
+                for sig in STOP_SIGNALS}
+    try:
+        yield event
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def load_data(cell: Cell, device: torch.device) -> torch.Tensor:
@@ -316,9 +342,13 @@ class _Training:
                         "optim": self.opt.state_dict(), "step": self.step, "rows": self.rows,
                         "elapsed": self.seconds()}, tmp)
 
-    def run(self) -> None:
-        """The training loop, from the current step to the end (or an early stop)."""
+    def run(self, stop: threading.Event | None = None) -> None:
+        """The training loop, from the current step to the end (or an early stop). A checkpoint
+        every runtime.checkpoint_every steps or runtime.checkpoint_minutes, whichever comes
+        first; when `stop` is set (a signal), a checkpoint at once, then Preempted."""
         spec, rt = self.spec, self.runtime
+        stop = stop or threading.Event()
+        every_s, saved_at = rt.checkpoint_minutes * 60, time.perf_counter()
         loss_fn = training_loss(self.model, self.device, self.dtype, self.compiled)
         self.t0 = time.perf_counter()
         if self.step == 0:
@@ -357,8 +387,14 @@ class _Training:
                 self.progress(losses, tps)
             if last:
                 break
-            if step % rt.checkpoint_every == 0:
+            if (step % rt.checkpoint_every == 0 or stop.is_set()
+                    or time.perf_counter() - saved_at >= every_s):
                 self.save_checkpoint()
+                saved_at = time.perf_counter()
+            if stop.is_set():
+                raise Preempted(f"{self.cell.label} stopped by a signal at step {step}/"
+                                f"{spec.steps}; checkpoint {self.checkpoint} saved, a rerun "
+                                "resumes from it")
         self.elapsed = self.seconds()
 
     def progress(self, losses: torch.Tensor, tokens_per_s: float) -> None:
