@@ -1,6 +1,12 @@
 # Aggregation: run records -> tables (collect) -> capacity, the fitted laws and memorization
 # with its capacity ratio (laws) -> one DuckDB file (built under a temporary name, renamed).
 
+# Small jobs over the collected tables run where Snakemake runs, even on a cluster.
+localrules:
+    collect,
+    laws,
+    database,
+
 
 rule collect:
     input:

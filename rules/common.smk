@@ -3,7 +3,6 @@
 import json
 import os
 import shlex
-import shutil
 
 from memcap.cell import Runtime, build_cell
 from memcap.config import KINDS, architecture, cells, shape
@@ -22,11 +21,12 @@ VERIFY = config["verify"]
 
 # Execution settings that change no result (device, threads, progress and checkpoint
 # intervals, scoring batch, compile, CUDA graphs) reach the model stages as resources, not
-# params, so editing them reruns nothing. Training and scoring ask for one GPU when they will
-# run on CUDA (the default profile caps them).
+# params, so editing them reruns nothing. Every rule that runs a model (train, score,
+# evaluate, the text references) asks for one GPU exactly when the config says device: cuda,
+# whatever machine plans the DAG (a cluster's login node has none); auto never asks for one.
+# The default profile caps GPU jobs at one at a time.
 RUNTIME = Runtime.from_config(config)
-USE_GPU = config["device"] == "cuda" or (config["device"] == "auto" and shutil.which("nvidia-smi"))
-MODEL_RESOURCES = {"gpu": 1 if USE_GPU else 0, **RUNTIME.resources()}
+MODEL_RESOURCES = {"gpu": int(config["device"] == "cuda"), **RUNTIME.resources()}
 RUNTIME_ARGS = Runtime.shell_args()
 
 

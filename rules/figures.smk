@@ -1,6 +1,11 @@
 # Figures (Altair: standalone HTML + PNG) from the tables and score files, and the HTML report
 # from the database.
 
+# Figures from bounded samples and the report run where Snakemake runs, even on a cluster.
+localrules:
+    figures,
+    report,
+
 
 rule figures:
     input:

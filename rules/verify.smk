@@ -2,6 +2,10 @@
 # membership law for the target F1 values, train the dataset sizes it calls for with the
 # ordinary train/score/evaluate rules, and compare predicted with observed F1.
 
+localrules:
+    verify_plan,
+    verify,
+
 
 checkpoint verify_plan:
     input:

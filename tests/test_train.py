@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import CPU, REPO, make_cell, runtime, small_spec, write_data
 import memcap.train as train_mod
+from conftest import CPU, REPO, make_cell, runtime, small_spec, write_data
 from memcap.io import read_json
 from memcap.score import score_cell
 from memcap.train import EpochSampler, NonFiniteLossError, lr_at, saturation, train_cell

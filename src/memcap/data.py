@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+from pyarrow.parquet import ParquetWriter
 
 from memcap.io import atomic_path
 from memcap.tokens import HELDOUT_ID_OFFSET, tokens_frame
@@ -61,14 +61,19 @@ def write_synthetic(path: str | Path, *, seed: int, split: str, n: int, seq_len:
     if n < 1:
         raise ValueError(f"dataset size must be positive, got {n}")
     offset = HELDOUT_ID_OFFSET if split == "heldout" else 0
-    parts = []
-    for start in range(0, n, chunk):
-        count = min(chunk, n - start)
-        toks = uniform_tokens(seed, split, start, count, seq_len, vocab_size)
-        ids = np.arange(start, start + count, dtype=np.int64) + offset
-        parts.append(tokens_frame(ids, toks, vocab_size))
-    with atomic_path(path) as tmp:
-        pl.concat(parts).write_parquet(tmp)
+    # chunk by chunk into one file (a row group each): memory stays one chunk, whatever n
+    with atomic_path(path) as tmp, ParquetWriter(tmp, _schema(seq_len, vocab_size)) as out:
+        for start in range(0, n, chunk):
+            count = min(chunk, n - start)
+            toks = uniform_tokens(seed, split, start, count, seq_len, vocab_size)
+            ids = np.arange(start, start + count, dtype=np.int64) + offset
+            out.write_table(tokens_frame(ids, toks, vocab_size).to_arrow())
+
+
+def _schema(seq_len: int, vocab_size: int):
+    """The Arrow schema of a dataset file (what tokens_frame writes)."""
+    return tokens_frame(np.zeros(1, dtype=np.int64), np.zeros((1, seq_len), dtype=np.int64),
+                        vocab_size).to_arrow().schema
 
 
 def write_seed_datasets(root: str | Path, seeds: list[int], n: int, seq_len: int,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import socket
 import sys
 
+import numpy as np
 import torch
 
 PRECISIONS = ("bf16", "fp32")
@@ -15,11 +18,38 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA GPU "
-                           "(set device: auto or cpu in the config)")
+        raise RuntimeError(f"device 'cuda' was requested but torch sees no CUDA GPU on host "
+                           f"{socket.gethostname()} (torch {torch.__version__}, CUDA build: "
+                           f"{torch.version.cuda or 'no'}); a job that asked the scheduler "
+                           "for a GPU must get one, or set device: auto or cpu in the config")
     if requested not in ("cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {requested!r}")
     return torch.device(requested)
+
+
+def to_device_tokens(tokens: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Token ids (any shape, numpy unsigned) as a tensor on the device in the same width:
+    uint16 stays 2 bytes a token (the models index and widen one batch at a time). Where the
+    device's torch lacks indexing or widening for that unsigned type, int32 (4 bytes) instead;
+    ids ≥ 2^31 (never a realistic vocabulary) stay int64."""
+    t = torch.from_numpy(np.ascontiguousarray(tokens))
+    if t.dtype == torch.uint32:
+        t = t.to(torch.int64) if tokens.size and int(tokens.max()) >= 2**31 else t.to(torch.int32)
+    elif not _narrow_ok(str(device), t.dtype):
+        t = t.to(torch.int32)
+    return t.to(device)
+
+
+@functools.cache
+def _narrow_ok(device: str, dtype: torch.dtype) -> bool:
+    """Whether this torch indexes, slices and widens `dtype` tensors on `device`."""
+    try:
+        probe = torch.arange(6, device=device).reshape(2, 3).to(dtype)
+        rows = torch.arange(2, device=device)[:, None]
+        picked = probe[rows, torch.tensor([[1], [0]], device=device)].long()
+        return picked.flatten().tolist() == [1, 3]
+    except (RuntimeError, NotImplementedError):
+        return False
 
 
 def compute_dtype(device: torch.device, precision: str) -> str:

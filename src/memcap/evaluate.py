@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 
@@ -21,7 +20,7 @@ from memcap.io import atomic_path, write_json
 from memcap.metrics import membership_inference, spearman
 from memcap.model import PackedGPT, load_packed
 from memcap.tokenizer import load_tokenizer
-from memcap.tokens import read_tokens
+from memcap.tokens import count_rows, read_token_stack
 
 
 @torch.no_grad()
@@ -45,19 +44,25 @@ def greedy_extraction(model: PackedGPT, tokens: torch.Tensor, prefix_len: int,
     return torch.cat(out, dim=1)
 
 
-def top_samples(scores: pl.DataFrame, tokens: np.ndarray, sample_ids: np.ndarray,
-                k: int = 20, decode: Callable[[list[int]], str] | None = None) -> pl.DataFrame:
-    """The k training samples with the most memorized bits: token ids, and the decoded text
-    when a tokenizer's `decode` is given (text runs)."""
+def top_samples(scores: pl.DataFrame, train_path: Path, k: int = 20,
+                decode: Callable[[list[int]], str] | None = None) -> pl.DataFrame:
+    """The k training samples with the most memorized bits: token ids (read from the training
+    file for those k samples only), and the decoded text when a tokenizer's `decode` is given
+    (text runs)."""
     top = scores.filter(pl.col("member")).sort("mem_bits", descending=True).head(k)
-    row_of = {int(s): i for i, s in enumerate(sample_ids)}
-    rows = [tokens[row_of[int(s)]] for s in top["sample_id"]]
+    picked = (pl.scan_parquet(train_path).filter(pl.col("sample_id").is_in(top["sample_id"].to_list()))
+              .select("sample_id", "tokens").collect())
+    row_of = dict(zip(picked["sample_id"].to_list(), picked["tokens"].to_numpy(), strict=True))
+    rows = [row_of[int(s)] for s in top["sample_id"]]
     return (top.select("run_id", "sample_id", "mem_bits", "nll_bits", "ref_nll_bits", "tfidf")
             .with_columns(rank=pl.int_range(1, top.height + 1),
                           tokens=pl.Series([" ".join(map(str, r)) for r in rows],
                                            dtype=pl.String),
                           text=pl.Series([decode(r.tolist()) if decode else None for r in rows],
                                          dtype=pl.String)))
+
+
+SCORE_COLUMNS = ("sample_id", "member", "nll_bits", "ref_nll_bits", "mem_bits", "tfidf")
 
 
 def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int,
@@ -75,13 +80,10 @@ def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int,
     model = load_packed(spec, [Path(d) / "model.safetensors" for d in cell.run_dirs], device)
     S = spec.seq_len
     prefixes = sorted({min(k, S - 1) for k in extraction_prefixes})
-    train = [read_tokens(p) for p in cell.train_data]
-    held = [read_tokens(p) for p in cell.heldout_data]
-    m_ext = min(extraction_samples, spec.n, min(len(h[0]) for h in held))
-    splits = {
-        "train": torch.from_numpy(np.stack([t[1][:m_ext] for t in train])).to(device),
-        "heldout": torch.from_numpy(np.stack([h[1][:m_ext] for h in held])).to(device),
-    }
+    # only the rows extraction decodes are read: at most extraction_samples per split
+    m_ext = min(extraction_samples, spec.n, *map(count_rows, cell.heldout_data))
+    splits = {split: dev.to_device_tokens(read_token_stack(paths, rows=m_ext)[1], device).long()
+              for split, paths in (("train", cell.train_data), ("heldout", cell.heldout_data))}
     extracted = {}
     with dev.autocast(device, dtype):
         for split, toks in splits.items():
@@ -91,7 +93,9 @@ def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int,
     records = []
     for m, (seed, run, out) in enumerate(zip(cell.seeds, cell.run_ids, map(Path, cell.run_dirs),
                                              strict=True)):
-        scores = pl.read_parquet(out / "scores.parquet").filter(pl.col("primary_reference"))
+        # the columns the attacks, TF-IDF and the top samples use (no per-row run_id)
+        scores = (pl.scan_parquet(out / "scores.parquet").filter(pl.col("primary_reference"))
+                  .select(SCORE_COLUMNS).collect().with_columns(run_id=pl.lit(run)))
         members = scores.filter(pl.col("member"))
         record = {
             "run_id": run, "seed": seed, "n": spec.n,
@@ -103,7 +107,7 @@ def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int,
                                            members["mem_bits"].to_numpy()),
         }
         with atomic_path(out / "top_samples.parquet") as tmp:
-            top_samples(scores, train[m][1], train[m][0], decode=decode).write_parquet(tmp)
+            top_samples(scores, Path(cell.train_data[m]), decode=decode).write_parquet(tmp)
         write_json(out / "evaluation.json", record)
         records.append(record)
     return records

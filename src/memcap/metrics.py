@@ -105,17 +105,23 @@ def membership_inference(scores: pl.DataFrame, max_per_class: int) -> list[dict]
             for attack in ATTACKS]
 
 
-def tfidf(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+def tfidf(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 16) -> np.ndarray:
     """TF-IDF of each sequence of D = `tokens` (N, S): (1/|x|) Σ_{w∈x} log(|D| / tf(w, D)).
 
     tf(w, D) counts token w in D and |D| is the number of tokens in D, so a sample's TF-IDF is
     its mean unigram surprisal in nats: rare tokens score high (docs/science.md#tf-idf).
+    Computed `chunk` sequences at a time, so no (N, S) array wider than the tokens is made.
     """
-    counts = np.bincount(tokens.ravel(), minlength=vocab_size).astype(np.float64)
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    for start in range(0, len(tokens), chunk):
+        counts += np.bincount(tokens[start:start + chunk].ravel(), minlength=vocab_size)
     weight = np.zeros(vocab_size)
     seen = counts > 0
     weight[seen] = np.log(tokens.size / counts[seen])
-    return weight[tokens].mean(axis=1)
+    out = np.empty(len(tokens))
+    for start in range(0, len(tokens), chunk):
+        out[start:start + chunk] = weight[tokens[start:start + chunk]].mean(axis=1)
+    return out
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -177,7 +177,8 @@ def mean_token_nll(model: PackedGPT, h: torch.Tensor, idx: torch.Tensor,
 def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
                       amp: contextlib.AbstractContextManager | None = None,
                       max_logits: int = MAX_LOGITS) -> torch.Tensor:
-    """Code length nll(x | model) in bits of every sequence: tokens (M, N, S) -> (M, N) fp64.
+    """Code length nll(x | model) in bits of every sequence: tokens (M, N, S), any integer
+    type, -> (M, N) fp64.
 
     Sums -log2 p(x_t | x_<t) over t = 2..S (the first token costs the same under every model,
     so it is left out; docs/science.md#code-length). The batch is lowered where its logits
@@ -189,7 +190,7 @@ def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
     batch_size = min(batch_size, sequences_per_chunk(M, S, model.vocab_size, max_logits))
     out = []
     for start in range(0, tokens.shape[1], batch_size):
-        chunk = tokens[:, start:start + batch_size]
+        chunk = tokens[:, start:start + batch_size].long()  # narrow ids, widened per chunk
         with amp or contextlib.nullcontext():
             logits = model(chunk)
         out.append(token_nll(logits, chunk).double().sum(-1) / math.log(2))

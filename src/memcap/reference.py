@@ -37,7 +37,7 @@ def _bits(spec: TrainSpec, model_path: Path, tokens: np.ndarray, device: torch.d
           runtime: Runtime) -> np.ndarray:
     dtype = dev.configure(device, spec.precision, runtime.threads)
     model = load_packed(spec, [model_path], device)
-    toks = torch.from_numpy(tokens).unsqueeze(0).to(device)
+    toks = dev.to_device_tokens(tokens[None], device)
     return sequence_nll_bits(model, toks, runtime.score_batch_size,
                              dev.autocast(device, dtype))[0].cpu().numpy()
 
@@ -50,7 +50,7 @@ def score_reference(run_dir: Path, pool_path: Path, out_path: Path, reference: s
     run, spec = run_record(run_dir)
     run_id = run["run_id"]
     pool = read_pool(pool_path)
-    tokens = pool["tokens"].to_numpy().astype(np.int64)
+    tokens = pool["tokens"].to_numpy()
     if tokens.shape[1] != spec.seq_len:
         raise ValueError(f"pool {pool_path} has {tokens.shape[1]}-token samples; the reference "
                          f"run {run_id} was trained on {spec.seq_len}")

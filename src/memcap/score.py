@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from memcap import device as dev
 from memcap.cell import Cell, Runtime
@@ -34,7 +33,7 @@ from memcap.io import atomic_path, write_json
 from memcap.metrics import tfidf
 from memcap.model import load_packed, sequence_nll_bits
 from memcap.quantities import nats_per_token, uniform_code_bits
-from memcap.tokens import read_tokens
+from memcap.tokens import read_token_stack
 
 PRIMARY = {"synthetic": "uniform", "text": "same-arch"}
 
@@ -43,16 +42,16 @@ def scores_frame(run: str, sample_ids: np.ndarray, member: bool, nll_bits: np.nd
                  ref_nll_bits: np.ndarray, tfidf: np.ndarray | None = None,
                  reference: str = "uniform", primary: bool = True) -> pl.DataFrame:
     k = len(sample_ids)
-    return pl.DataFrame({
-        "run_id": pl.Series([run] * k, dtype=pl.String),
+    return pl.DataFrame({  # constant columns by pl.repeat: no Python list of N items
+        "run_id": pl.repeat(run, k, dtype=pl.String, eager=True),
         "sample_id": pl.Series(sample_ids, dtype=pl.Int64),
-        "member": pl.Series([member] * k, dtype=pl.Boolean),
-        "reference": pl.Series([reference] * k, dtype=pl.String),
-        "primary_reference": pl.Series([primary] * k, dtype=pl.Boolean),
+        "member": pl.repeat(member, k, dtype=pl.Boolean, eager=True),
+        "reference": pl.repeat(reference, k, dtype=pl.String, eager=True),
+        "primary_reference": pl.repeat(primary, k, dtype=pl.Boolean, eager=True),
         "nll_bits": pl.Series(nll_bits, dtype=pl.Float64),
         "ref_nll_bits": pl.Series(ref_nll_bits, dtype=pl.Float64),
-        "tfidf": pl.Series(tfidf if tfidf is not None else [None] * len(sample_ids),
-                           dtype=pl.Float64),
+        "tfidf": (pl.Series(tfidf, dtype=pl.Float64) if tfidf is not None
+                  else pl.repeat(None, k, dtype=pl.Float64, eager=True)),
     }).with_columns(mem_bits=(pl.col("ref_nll_bits") - pl.col("nll_bits")).clip(lower_bound=0.0))
 
 
@@ -94,13 +93,9 @@ def score_cell(cell: Cell, runtime: Runtime) -> list[dict]:
                          f"{sorted(references)}")
     ref_tables = {name: read_reference(p) for name, p in references.items()}
 
-    def load(paths: tuple[str, ...]) -> tuple[list[np.ndarray], np.ndarray]:
-        ids, toks = zip(*(read_tokens(p) for p in paths), strict=True)
-        return list(ids), np.stack(toks)
-
-    train_ids, train_np = load(cell.train_data)
-    held_ids, held_np = load(cell.heldout_data)
-    bits = {split: sequence_nll_bits(model, torch.from_numpy(toks).to(device),
+    train_ids, train_np = read_token_stack(cell.train_data)
+    held_ids, held_np = read_token_stack(cell.heldout_data)
+    bits = {split: sequence_nll_bits(model, dev.to_device_tokens(toks, device),
                                      runtime.score_batch_size, amp).cpu().numpy()
             for split, toks in (("train", train_np), ("heldout", held_np))}
 

@@ -32,7 +32,7 @@ from memcap.cell import Cell, Preempted, Runtime, TrainSpec
 from memcap.io import atomic_path, write_json
 from memcap.model import PackedGPT, mean_token_nll, n_heads, save_model, sequence_nll_bits
 from memcap.quantities import uniform_code_bits
-from memcap.tokens import read_tokens
+from memcap.tokens import read_token_stack
 
 
 class NonFiniteLossError(RuntimeError):
@@ -147,7 +147,8 @@ def train_step(loss: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Op
                data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """One optimizer step on the sequences idx (M, B) of data (M, N, S): gather, loss,
     backward, Adam. Returns the per-model losses (M,), detached."""
-    batch = torch.gather(data, 1, idx.unsqueeze(-1).expand(-1, -1, data.shape[2])).long()
+    rows = torch.arange(data.shape[0], device=data.device).unsqueeze(1)
+    batch = data[rows, idx].long()  # (M, B, S), widened only now
     losses = loss(batch)
     opt.zero_grad(set_to_none=True)
     losses.sum().backward()
@@ -242,20 +243,15 @@ def stop_signals():
 
 def load_data(cell: Cell, device: torch.device) -> torch.Tensor:
     """Every seed's training tokens, checked against the spec, as one (M, N, S) tensor on the
-    device. Tokens live there as int32 (half of int64: the paper's largest N with 5 seeds is
-    2.7e9 tokens); a batch is widened to int64 after the gather."""
+    device in the files' own width (uint16 where V ≤ 65,536: the paper's largest N with 5
+    seeds is 5 GiB, not 20 as int64); a batch is widened to int64 after it is picked."""
     spec = cell.spec
-    data = []
-    for path in cell.train_data:
-        _, toks = read_tokens(path)
-        if toks.shape != (spec.n, spec.seq_len):
-            raise ValueError(f"{path}: expected {spec.n} sequences of {spec.seq_len} tokens, "
-                             f"got {toks.shape[0]} of {toks.shape[1]}")
-        if toks.max() >= spec.vocab_size:
-            raise ValueError(f"{path}: token id {toks.max()} >= vocab_size {spec.vocab_size}")
-        data.append(torch.from_numpy(toks))
-    store = torch.int32 if spec.vocab_size <= 2**31 else torch.int64
-    return torch.stack(data).to(store).to(device)
+    _, toks = read_token_stack(cell.train_data, (spec.n, spec.seq_len))
+    for m, path in enumerate(cell.train_data):
+        top = int(toks[m].max())
+        if top >= spec.vocab_size:
+            raise ValueError(f"{path}: token id {top} >= vocab_size {spec.vocab_size}")
+    return dev.to_device_tokens(toks, device)
 
 
 class _Training:
