@@ -50,8 +50,8 @@ def top_samples(scores: pl.DataFrame, train_path: Path, k: int = 20,
     file for those k samples only), and the decoded text when a tokenizer's `decode` is given
     (text runs)."""
     top = scores.filter(pl.col("member")).sort("mem_bits", descending=True).head(k)
-    picked = (pl.scan_parquet(train_path).filter(pl.col("sample_id").is_in(top["sample_id"].to_list()))
-              .select("sample_id", "tokens").collect())
+    wanted = pl.col("sample_id").is_in(top["sample_id"].to_list())
+    picked = pl.scan_parquet(train_path).filter(wanted).select("sample_id", "tokens").collect()
     row_of = dict(zip(picked["sample_id"].to_list(), picked["tokens"].to_numpy(), strict=True))
     rows = [row_of[int(s)] for s in top["sample_id"]]
     return (top.select("run_id", "sample_id", "mem_bits", "nll_bits", "ref_nll_bits", "tfidf")

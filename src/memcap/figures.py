@@ -36,26 +36,42 @@ class Tables:
     mia: pl.DataFrame
     extraction: pl.DataFrame
     double_descent: pl.DataFrame
-    scores: pl.LazyFrame
+    score_files: dict[str, Path]  # run_id -> its scores.parquet
 
     @classmethod
     def read(cls, tables_dir: str | Path, score_files: list[Path]) -> Tables:
         tables_dir = Path(tables_dir)
         frames = {name: pl.read_parquet(tables_dir / f"{name}.parquet") for name in TABLE_NAMES}
-        # the files sit in key=value folders: read them as plain files, not as a hive dataset
-        scores = pl.scan_parquet([Path(f) for f in score_files], hive_partitioning=False)
-        return cls(**frames, scores=scores)
+        files = {pl.read_parquet(f, columns=["run_id"], n_rows=1, hive_partitioning=False)
+                 ["run_id"][0]: Path(f) for f in score_files}
+        return cls(**frames, score_files=files)
 
     def first_seed(self) -> pl.Expr:
         """Runs of the lowest seed of the experiment ("seed 0")."""
         return pl.col("seed") == self.runs["seed"].min()
 
-    def primary_scores(self, run_ids: pl.Series,
+    def primary_scores(self, run_id: str,
                        columns: tuple[str, ...] = SCORE_COLUMNS) -> pl.DataFrame:
-        """The samples of these runs, scored against each run's primary reference."""
-        return (self.scores.filter(pl.col("run_id").is_in(run_ids.to_list())
-                                   & pl.col("primary_reference"))
-                .select(columns).collect())
+        """One run's samples, scored against its primary reference: figures read the score
+        files one run at a time, so memory follows the largest run, not the grid."""
+        # the files sit in key=value folders: read them as plain files, not as a hive dataset
+        return (pl.scan_parquet(self.score_files[run_id], hive_partitioning=False)
+                .filter(pl.col("primary_reference")).select(columns).collect())
+
+
+ROC_POINTS = 400  # points kept of each ROC curve: the figure's size does not grow with N
+
+
+def thin_roc(fpr: np.ndarray, tpr: np.ndarray, points: int = ROC_POINTS
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """An ROC curve on at most `points` false positive rates (half log-spaced from 10^-4, half
+    linear, and every decade exactly), each with the highest TPR reached at or below it: the
+    same step curve, drawn from a bounded number of points."""
+    grid = np.unique(np.r_[0.0, 1e-4, 1e-3, 1e-2, 0.1, np.geomspace(1e-4, 1, points // 2),
+                          np.linspace(0, 1, points // 2), fpr[:1], fpr[-1:]])
+    at = np.searchsorted(fpr, grid, side="right") - 1  # last point with fpr ≤ grid value
+    keep = at >= 0
+    return grid[keep], tpr[at[keep]]
 
 
 def _empty(title: str, why: str) -> alt.Chart:
@@ -193,12 +209,11 @@ def _roc_points(t: Tables) -> pl.DataFrame:
             .select("run_id", _kind_arch(), (pl.col("kind") == "text").alias("text"),
                     "params", "n", "precision", "n_members")
             .sort("params", "arch", "n", "precision"))
-    all_scores = t.primary_scores(runs["run_id"]).partition_by("run_id", as_dict=True)
     frames = []
     for run in runs.iter_rows(named=True):
-        scores = all_scores[(run["run_id"],)]
-        members, others = balanced_sets(scores, run["n_members"])
-        fpr, tpr = roc_curve(attack_scores(members, "loss"), attack_scores(others, "loss"))
+        members, others = balanced_sets(t.primary_scores(run["run_id"]), run["n_members"])
+        fpr, tpr = thin_roc(*roc_curve(attack_scores(members, "loss"),
+                                       attack_scores(others, "loss")))
         frames.append(pl.DataFrame({"fpr": fpr, "tpr": tpr}).with_columns(
             arch=pl.lit(run["arch"]), params=pl.lit(run["params"] + run["text"] * 10**12),
             n=pl.lit(run["n"]),
@@ -239,18 +254,32 @@ def score_histograms(t: Tables) -> alt.Chart:
     cell = t.runs.filter((pl.col("kind") == kind) & (pl.col("arch") == name))
     picks = sorted({cell["n"].min(), n_cap, cell["n"].max()})
     runs = cell.filter(pl.col("n").is_in(picks) & t.first_seed()).select("run_id", "n")
-    df = (t.primary_scores(runs["run_id"], columns=("run_id", "member", "nll_bits"))
-          .join(runs, on="run_id").select("n", "member", "nll_bits"))
+    scores = {n: t.primary_scores(run, ("member", "nll_bits"))
+              for run, n in runs.select("run_id", "n").iter_rows()}
+    lo = min(f["nll_bits"].min() for f in scores.values())
+    hi = max(f["nll_bits"].max() for f in scores.values())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1, 41)  # 40 bins shared by the panels
+    df = pl.concat([histogram(frame, n, edges) for n, frame in scores.items()])
     name = f"{kind} {name}"
-    df = df.with_columns(sample=pl.when(pl.col("member")).then(pl.lit("member"))
-                         .otherwise(pl.lit("held out")))
     return alt.Chart(df).mark_bar(opacity=0.55, binSpacing=0).encode(
-        x=alt.X("nll_bits:Q", bin=alt.Bin(maxbins=40), title="nll(x | model), bits"),
-        y=alt.Y("count():Q", stack=None, title="samples"),
+        x=alt.X("start:Q", title="nll(x | model), bits"), x2="end:Q",
+        y=alt.Y("samples:Q", stack=None, title="samples"),
         color=alt.Color("sample:N", title=None),
     ).properties(width=220, height=180).facet(column=alt.Column("n:O", title="N")).properties(
         title=alt.TitleParams(f"Member and held-out code lengths, {name}",
                               subtitle="smallest N, N at capacity, largest N (seed 0)"))
+
+
+def histogram(scores: pl.DataFrame, n: int, edges: np.ndarray) -> pl.DataFrame:
+    """Counts of members' and held-out samples' code lengths between `edges` (n, sample,
+    start, end, samples): the figure embeds counts, not samples."""
+    frames = []
+    for member, label in ((True, "member"), (False, "held out")):
+        values = scores.filter(pl.col("member") == member)["nll_bits"].to_numpy()
+        counts, _ = np.histogram(values, edges)
+        frames.append(pl.DataFrame({"n": n, "sample": label, "start": edges[:-1],
+                                    "end": edges[1:], "samples": counts.astype(np.int64)}))
+    return pl.concat(frames)
 
 
 def mia_law(t: Tables) -> alt.Chart:
