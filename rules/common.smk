@@ -7,11 +7,13 @@ import shlex
 from memcap.cell import Runtime, build_cell
 from memcap.config import KINDS, architecture, cells, shape
 from memcap.corpus import ARTIFACTS
+from memcap.memory import cell_request_mb, compact_bytes, request_mb
 from memcap.paths import (CELL, COLLECTED, COLLECTED_MEMORIZATION, DATA, DATABASE,
                           DOCS, FIGURES, FIGURES_DIR, FITTED, ORACLE, ORACLE_RECORD, POOL,
                           REGISTRY, REPORT, RUN, SAME_ARCH, SAME_ARCH_RECORD, TABLES,
                           TABLES_DIR, TEXT_STATS, TOKENIZER, table)
 from memcap.shapes import param_count
+from memcap.tokens import count_rows
 
 ENV = "../envs/memcap.yaml"  # conda environment of every rule (--sdm conda)
 SEEDS = config["seeds"]
@@ -50,6 +52,28 @@ def cell_of(wc):
 def cell_json(wc):
     """The cell as a shell-quoted JSON value: a model rule's params (its rerun trigger)."""
     return shlex.quote(cell_of(wc).to_json())
+
+
+def model_mem_mb(stage):
+    """Resource function: a model rule's mem_mb from its cell's shape (memcap.memory)."""
+
+    def mem_mb(wc):
+        cell = cell_of(wc)
+        return cell_request_mb(
+            stage, cell, heldout=config[wc.kind]["heldout"],
+            batch=cell.spec.batch if stage == "train" else RUNTIME.score_batch_size,
+            extraction_samples=config["evaluate"]["extraction_samples"])
+
+    return mem_mb
+
+
+def reference_mem_mb(wc, input):
+    """Resource function: a text reference's mem_mb from its pool's size (0 samples while
+    the pool does not exist yet, in a dry run)."""
+    pool = count_rows(input.pool) if os.path.exists(input.pool) else 0
+    return request_mb(compact_bytes("reference", vocab_size=TEXT_V, seq_len=TEXT_S, n=0,
+                                    seeds=1, heldout=0, params=0,
+                                    batch=RUNTIME.score_batch_size, pool=pool))
 
 
 def run_files(name):

@@ -24,6 +24,7 @@ rule evaluate:
     threads: RUNTIME.threads
     resources:
         **MODEL_RESOURCES,
+        mem_mb=model_mem_mb("evaluate"),
     shell:
         "python -m memcap evaluate --cell {params.cell} --settings {params.settings}"
         f" {RUNTIME_ARGS} > {{log}} 2>&1"

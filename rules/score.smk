@@ -23,5 +23,6 @@ rule score:
     threads: RUNTIME.threads
     resources:
         **MODEL_RESOURCES,
+        mem_mb=model_mem_mb("score"),
     shell:
         f"python -m memcap score --cell {{params.cell}} {RUNTIME_ARGS} > {{log}} 2>&1"

@@ -115,6 +115,7 @@ rule same_arch_reference:
     threads: RUNTIME.threads
     resources:
         **MODEL_RESOURCES,
+        mem_mb=reference_mem_mb,
     shell:
         "python -m memcap reference --run-dir {params.run_dir} --pool {input.pool}"
         f" --out {{output.scores}} --record {{output.record}} {RUNTIME_ARGS} > {{log}} 2>&1"
@@ -140,6 +141,7 @@ rule oracle_reference:
     threads: RUNTIME.threads
     resources:
         **MODEL_RESOURCES,
+        mem_mb=reference_mem_mb,
     shell:
         "python -m memcap oracle --run-dirs {params.dirs} --heldout {input.heldout}"
         " --pool {input.pool} --out {output.scores} --record {output.record}"

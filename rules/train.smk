@@ -20,5 +20,6 @@ rule train:
     threads: RUNTIME.threads
     resources:
         **MODEL_RESOURCES,
+        mem_mb=model_mem_mb("train"),
     shell:
         f"python -m memcap train --cell {{params.cell}} {RUNTIME_ARGS} > {{log}} 2>&1"

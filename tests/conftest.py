@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,23 @@ def documents(fetched):
         return cache[name]
 
     return docs
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+
+def snakemake(workdir, *args, configfile=None, timeout=900):
+    """Run the workflow in workdir (the smoke config unless told otherwise)."""
+    cmd = [*SNAKEMAKE, "--directory", str(workdir),
+           "--configfile", str(configfile or REPO / "configs/smoke.yaml"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The smoke config run locally once per test session: its working directory."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    out = snakemake(workdir, "--cores", "2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return workdir

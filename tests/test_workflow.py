@@ -5,25 +5,14 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import subprocess
-import sys
 
 import duckdb
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, snakemake
 
 pytestmark = pytest.mark.e2e
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-
-
-def snakemake(workdir, *args, configfile=None):
-    cmd = [*SNAKEMAKE, "--directory", str(workdir),
-           "--configfile", str(configfile or REPO / "configs/smoke.yaml"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-
-
 def plan(workdir, configfile=None) -> dict[str, int]:
     """Jobs a dry run would execute, by rule (empty when nothing is to be done)."""
     out = snakemake(workdir, "-n", configfile=configfile)
@@ -41,15 +30,6 @@ def edited(workdir, name, edit):
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("smoke")
-    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
-    out = snakemake(workdir, "--cores", "2")
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return workdir
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from memcap.memory import MAX_LOGITS
 from memcap.shapes import param_count
 
 __all__ = ["MAX_LOGITS", "PackedGPT", "load_packed", "mean_token_nll", "n_heads",
@@ -142,7 +143,6 @@ def token_nll(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 # the loss runs in chunks of sequences and scoring lowers its batch: the paper's text grid
 # (V 50257, 5 seeds, batch 512) would otherwise hold 8.2e9 logits, over 100 GB with their fp32
 # copies and gradients.
-MAX_LOGITS = 2**29
 
 
 def sequences_per_chunk(n_models: int, seq_len: int, vocab_size: int,
