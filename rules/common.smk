@@ -15,7 +15,9 @@ from memcap.paths import (CELL, COLLECTED, COLLECTED_MEMORIZATION, DATA, DATABAS
 from memcap.shapes import param_count
 from memcap.tokens import count_rows
 
-ENV = "../envs/memcap.yaml"  # conda environment of every rule (--sdm conda)
+# conda environment of every rule (--sdm conda): a CUDA build of PyTorch when the config asks
+# for CUDA, solved the same on a submit host without a GPU (CONDA_OVERRIDE_CUDA, see README)
+ENV = "../envs/memcap-cuda.yaml" if config["device"] == "cuda" else "../envs/memcap.yaml"
 SEEDS = config["seeds"]
 SYN = config["synthetic"]
 TEXT = config["text"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+from collections import Counter
 
 import duckdb
 import pytest
@@ -277,12 +278,39 @@ def test_bad_config_stops_before_any_job_and_keeps_results(smoke):
     assert out.returncode != 0 and "seqlen" in out.stdout + out.stderr
 
 
+MODEL_RULES = {"train", "score", "evaluate", "same_arch_reference", "oracle_reference"}
+
+
+def planned_resources(workdir, configfile) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job of a dry run."""
+    out = snakemake(workdir, "-n", configfile=configfile)
+    assert out.returncode == 0, out.stdout + out.stderr
+    jobs = re.findall(r"(?ms)^(?:local)?rule (\w+):\n.*?^\s+resources: (.*?)$", out.stdout)
+    return [(rule, dict(kv.split("=", 1) for kv in res.split(", "))) for rule, res in jobs]
+
+
+def assert_gpu_placement(jobs: list[tuple[str, dict[str, str]]]) -> None:
+    """device: cuda -> every model job asks for one GPU and its memory, every other job for
+    no GPU; this machine has none, so the plan does not follow the planning host."""
+    for rule, res in jobs:
+        if rule in MODEL_RULES:
+            assert res.get("gpu") == "1" and int(res["mem_mb"]) > 1536, (rule, res)
+        else:
+            assert res.get("gpu", "0") == "0", (rule, res)
+    assert MODEL_RULES & {rule for rule, _ in jobs}
+
+
 def test_the_papers_grid_plans(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    jobs = plan(tmp_path, REPO / "configs/paper-synthetic.yaml")
+    resources = planned_resources(tmp_path, REPO / "configs/paper-synthetic.yaml")
+    jobs = Counter(rule for rule, _ in resources)
     # 16 architectures × 12 sizes × 2 precisions; data: 5 seeds × 12 sizes + 5 held-out sets
     assert jobs["train"] == jobs["score"] == 384
     assert jobs["synthetic_data"] == 65
+    assert_gpu_placement(resources)
+    # memory follows the cell: the largest N's training asks for its 5 GiB of tokens (uint16)
+    train_mb = sorted(int(res["mem_mb"]) for rule, res in resources if rule == "train")
+    assert train_mb[-1] - train_mb[0] >= 2 * 5 * 2**23 * 64 * 2 / 2**20 * 0.9
 
 
 def test_predict_then_verify(smoke):
@@ -301,11 +329,13 @@ def test_predict_then_verify(smoke):
 
 def test_the_papers_text_setup_plans(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    jobs = plan(tmp_path, REPO / "configs/paper-text.yaml")
+    resources = planned_resources(tmp_path, REPO / "configs/paper-text.yaml")
+    jobs = Counter(rule for rule, _ in resources)
     # 4 architectures × 8 sizes, bf16; no synthetic part; GPT-2 files fetched from PyPI
     assert jobs["train"] == jobs["score"] == jobs["evaluate"] == 32
     assert jobs["same_arch_reference"] == 4 and jobs["oracle_reference"] == 1
     assert jobs["fetch"] == 7 and "synthetic_data" not in jobs
+    assert_gpu_placement(resources)
 
 
 def test_every_column_of_the_database_is_defined_in_the_science_page(db):

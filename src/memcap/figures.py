@@ -59,7 +59,7 @@ class Tables:
                 .filter(pl.col("primary_reference")).select(columns).collect())
 
 
-ROC_POINTS = 400  # points kept of each ROC curve: the figure's size does not grow with N
+ROC_POINTS = 120  # points kept of each ROC curve: the figure's size does not grow with N
 
 
 def thin_roc(fpr: np.ndarray, tpr: np.ndarray, points: int = ROC_POINTS
@@ -202,8 +202,9 @@ def bits_per_param(t: Tables) -> alt.Chart:
 
 
 def _roc_points(t: Tables) -> pl.DataFrame:
-    """ROC curves of the loss attack for seed 0 of every cell, on the attack's balanced sets."""
-    runs = (t.runs.filter(t.first_seed())
+    """ROC curves of the loss attack for seed 0 of every cell of one precision (the first by
+    name: bf16 when the grid has it), on the attack's balanced sets."""
+    runs = (t.runs.filter(t.first_seed() & (pl.col("precision") == t.runs["precision"].min()))
             .join(t.mia.filter(pl.col("attack") == "loss").select("run_id", "n_members"),
                   on="run_id")
             .select("run_id", _kind_arch(), (pl.col("kind") == "text").alias("text"),
@@ -237,12 +238,13 @@ def roc_curves(t: Tables) -> alt.Chart:
             color=colour, detail="n:O")
         diag = alt.Chart(pl.DataFrame({"fpr": [1e-3, 1.0], "tpr": [1e-3, 1.0]})).mark_line(
             strokeDash=[4, 4], color="grey", clip=True).encode(x="fpr:Q", y="tpr:Q")
-        charts.append(alt.layer(diag, line).properties(width=180, height=180).facet(
+        charts.append(alt.layer(diag, line).properties(width=150, height=150).facet(
             column=alt.Column("arch:N", sort=alt.SortField("params"), title=None),
             data=data).properties(title="log-log axes" if log else "linear axes"))
     return alt.vconcat(*charts).properties(
         title=alt.TitleParams("Membership inference (loss attack): ROC by dataset size",
-                              subtitle="members vs as many held-out samples; seed 0"))
+                              subtitle="members vs as many held-out samples; seed 0, "
+                              f"{t.runs['precision'].min()}"))
 
 
 def score_histograms(t: Tables) -> alt.Chart:
