@@ -39,9 +39,10 @@ def compact_bytes(stage: str, *, vocab_size: int, seq_len: int, n: int, seeds: i
     """The parts of the data `stage` must hold at once, in bytes (see the module's doc).
 
     train: every seed's training tokens, the packed model's state (weights, gradients, two
-    Adam moments), one batch's logits with their gradient. score: training and held-out tokens of every seed,
-    their code lengths, one seed's score rows per reference. evaluate: one seed's score rows,
-    the extraction prefixes. reference: the pool's tokens and code lengths. data: one chunk.
+    Adam moments), one batch's logits with their gradient. score: training and held-out
+    tokens of every seed, their code lengths, one seed's score rows per reference, one batch's
+    logits. evaluate: one seed's score rows, the extraction prefixes. reference: the pool's
+    tokens and code lengths.
     """
     tb = _token_bytes(vocab_size)
     if stage == "train":
