@@ -10,6 +10,9 @@
 #   trainer_vs_hf.json memcap's packed trainer (eager and as a CUDA graph) and scorer (5 seeds)
 #                      against HF GPT2LMHeadModel one model at a time, d 16 … 64 (needs
 #                      transformers)
+#   stage_memory.json  host peak memory and time of every model stage of one paper-grid cell at
+#                      N = 2^23 (V 2048, S 64, 5 seeds, L1-d32; scoring all 2.7e9 tokens is
+#                      what a CPU cannot do), set SKIP_MEMORY=1 to leave it out
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-results}"
@@ -23,4 +26,8 @@ python3 benchmarks/gpu_check.py "$OUT" --steps "${STEPS:-10000}" --budget-s "${B
 python3 benchmarks/trainer_vs_hf.py --device cuda --bf16 --seeds 5 --vocab 2048 --seq 64 \
     --batch 256 --shapes L1-d16,L2-d16,L1-d32,L1-d64,L2-d64 --out "$OUT/trainer_vs_hf.json" \
     2>&1 | tee "$OUT/trainer_vs_hf.log"
+if [ -z "${SKIP_MEMORY:-}" ]; then
+    python3 benchmarks/stage_memory.py --sizes 8388608 --device cuda --steps 3 \
+        --out "$OUT/stage_memory.json" 2>&1 | tee "$OUT/stage_memory.log"
+fi
 exit "$tests"  # the benchmarks still ran when a CUDA test failed; the exit status says so

@@ -2,6 +2,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -220,3 +221,20 @@ def test_compiled_training_matches_eager(tmp_path, quiet):
     compiled = load_file(str(tmp_path / "compiled-0" / "model.safetensors"))
     worst = max(float((w - compiled[k]).abs().max()) for k, w in eager.items())
     assert worst < 20 * spec.lr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_cuda_job_without_a_gpu_fails_at_once_naming_its_host(tmp_path):
+    """device: cuda on a machine without one: the job fails before it reads any data (here the
+    data does not even exist), naming the host, instead of training on a CPU."""
+    spec = small_spec()
+    cell = make_cell(tmp_path, spec, [0], [tmp_path / "missing.parquet"],
+                     [tmp_path / "missing-h.parquet"])
+    out = subprocess.run([sys.executable, "-m", "memcap", "train", "--cell", cell.to_json(),
+                          "--device", "cuda"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    error = out.stderr.strip().splitlines()[-1]  # after the logged command line
+    assert out.returncode == 1
+    assert f"no CUDA GPU on host {socket.gethostname()}" in error, out.stderr
+    assert "missing.parquet" not in error
+    assert not (tmp_path / "ckpt.pt").exists()

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import socket
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -32,7 +33,9 @@ def to_device_tokens(tokens: np.ndarray, device: torch.device) -> torch.Tensor:
     uint16 stays 2 bytes a token (the models index and widen one batch at a time). Where the
     device's torch lacks indexing or widening for that unsigned type, int32 (4 bytes) instead;
     ids ≥ 2^31 (never a realistic vocabulary) stay int64."""
-    t = torch.from_numpy(np.ascontiguousarray(tokens))
+    with warnings.catch_warnings():  # read-only arrays (zero-copy from Parquet) are never
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t = torch.from_numpy(np.ascontiguousarray(tokens))  # written: no copy needed
     if t.dtype == torch.uint32:
         t = t.to(torch.int64) if tokens.size and int(tokens.max()) >= 2**31 else t.to(torch.int32)
     elif not _narrow_ok(str(device), t.dtype):
