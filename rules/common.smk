@@ -15,7 +15,7 @@ from memcap.paths import (CELL, COLLECTED, COLLECTED_MEMORIZATION, DATA, DATABAS
 from memcap.shapes import param_count
 from memcap.tokens import count_rows
 
-# conda environment of every rule (--sdm conda): a CUDA build of PyTorch when the config asks
+# conda environment of every job (--sdm conda): a CUDA build of PyTorch when the config asks
 # for CUDA, solved the same on a submit host without a GPU (CONDA_OVERRIDE_CUDA, see README)
 ENV = "../envs/memcap-cuda.yaml" if config["device"] == "cuda" else "../envs/memcap.yaml"
 SEEDS = config["seeds"]
@@ -58,15 +58,13 @@ def cell_json(wc):
 
 def model_mem_mb(stage):
     """Resource function: a model rule's mem_mb from its cell's shape (memcap.memory)."""
+    return lambda wc: cell_mem_mb(stage, cell_of(wc), wc.kind)
 
-    def mem_mb(wc):
-        cell = cell_of(wc)
-        return cell_request_mb(
-            stage, cell, heldout=config[wc.kind]["heldout"],
-            batch=cell.spec.batch if stage == "train" else RUNTIME.score_batch_size,
-            extraction_samples=config["evaluate"]["extraction_samples"])
 
-    return mem_mb
+def cell_mem_mb(stage, cell, kind):
+    batch = cell.spec.batch if stage == "train" else RUNTIME.score_batch_size
+    return cell_request_mb(stage, cell, heldout=config[kind]["heldout"], batch=batch,
+                           extraction_samples=config["evaluate"]["extraction_samples"])
 
 
 def reference_mem_mb(wc, input):
