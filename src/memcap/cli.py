@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # the model stages log their own command line first, so a failed job reruns from its log
 LOGGED = {"train", "score", "evaluate", "reference", "oracle"}
+# stages that run models chunk by chunk over every sample: a fixed mmap threshold keeps
+# their heap from fragmenting as N grows (memcap.memory.bound_heap_growth)
+INFERENCE = {"score", "evaluate", "reference", "oracle"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in LOGGED:
         print("$ python -m memcap " + shlex.join(argv), file=sys.stderr, flush=True)
+    if args.command in INFERENCE:
+        from memcap.memory import bound_heap_growth
+
+        bound_heap_growth()
     from memcap.cell import Preempted
 
     try:

@@ -10,6 +10,7 @@ resident memory against both (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numpy as np
@@ -76,3 +77,21 @@ def cell_request_mb(stage: str, cell: Cell, *, heldout: int, batch: int,
         stage, vocab_size=spec.vocab_size, seq_len=spec.seq_len, n=spec.n,
         seeds=len(cell.seeds), heldout=heldout, params=spec.params, batch=batch, pool=pool,
         references=max(1, len(cell.references)), extraction_samples=extraction_samples))
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def bound_heap_growth(threshold: int = 1 << 20) -> bool:
+    """Serve every allocation of at least `threshold` bytes by its own mapping, returned to the
+    system when freed (glibc; a no-op returning False elsewhere).
+
+    Scoring allocates and frees the same tensors chunk after chunk. glibc raises its mmap
+    threshold each time a large block is freed (up to 32 MiB), after which medium blocks come
+    from the heap and fragment it: a score job's peak grew from 7.8 GiB at N = 2^15 to 12.9 GiB
+    at 2^18 with the same chunk size (docs/benchmarks.md). A fixed threshold stops that."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
