@@ -8,7 +8,6 @@ extracted when the whole continuation matches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +18,7 @@ from memcap.cell import Cell, Runtime
 from memcap.io import atomic_path, write_json
 from memcap.metrics import membership_inference, spearman
 from memcap.model import PackedGPT, load_packed
+from memcap.samples import top_samples
 from memcap.tokenizer import load_tokenizer
 from memcap.tokens import count_rows, read_token_stack
 
@@ -42,24 +42,6 @@ def greedy_extraction(model: PackedGPT, tokens: torch.Tensor, prefix_len: int,
             x = torch.cat([x, nxt], dim=-1)
         out.append((x == chunk).all(-1))
     return torch.cat(out, dim=1)
-
-
-def top_samples(scores: pl.DataFrame, train_path: Path, k: int = 20,
-                decode: Callable[[list[int]], str] | None = None) -> pl.DataFrame:
-    """The k training samples with the most memorized bits: token ids (read from the training
-    file for those k samples only), and the decoded text when a tokenizer's `decode` is given
-    (text runs)."""
-    top = scores.filter(pl.col("member")).sort("mem_bits", descending=True).head(k)
-    wanted = pl.col("sample_id").is_in(top["sample_id"].to_list())
-    picked = pl.scan_parquet(train_path).filter(wanted).select("sample_id", "tokens").collect()
-    row_of = dict(zip(picked["sample_id"].to_list(), picked["tokens"].to_numpy(), strict=True))
-    rows = [row_of[int(s)] for s in top["sample_id"]]
-    return (top.select("run_id", "sample_id", "mem_bits", "nll_bits", "ref_nll_bits", "tfidf")
-            .with_columns(rank=pl.int_range(1, top.height + 1),
-                          tokens=pl.Series([" ".join(map(str, r)) for r in rows],
-                                           dtype=pl.String),
-                          text=pl.Series([decode(r.tolist()) if decode else None for r in rows],
-                                         dtype=pl.String)))
 
 
 SCORE_COLUMNS = ("sample_id", "member", "nll_bits", "ref_nll_bits", "mem_bits", "tfidf")

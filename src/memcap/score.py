@@ -33,26 +33,10 @@ from memcap.io import atomic_path, write_json
 from memcap.metrics import tfidf
 from memcap.model import load_packed, sequence_nll_bits
 from memcap.quantities import nats_per_token, uniform_code_bits
+from memcap.samples import memorization_totals, scores_frame
 from memcap.tokens import read_token_stack
 
 PRIMARY = {"synthetic": "uniform", "text": "same-arch"}
-
-
-def scores_frame(run: str, sample_ids: np.ndarray, member: bool, nll_bits: np.ndarray,
-                 ref_nll_bits: np.ndarray, tfidf: np.ndarray | None = None,
-                 reference: str = "uniform", primary: bool = True) -> pl.DataFrame:
-    k = len(sample_ids)
-    return pl.DataFrame({  # constant columns by pl.repeat: no Python list of N items
-        "run_id": pl.repeat(run, k, dtype=pl.String, eager=True),
-        "sample_id": pl.Series(sample_ids, dtype=pl.Int64),
-        "member": pl.repeat(member, k, dtype=pl.Boolean, eager=True),
-        "reference": pl.repeat(reference, k, dtype=pl.String, eager=True),
-        "primary_reference": pl.repeat(primary, k, dtype=pl.Boolean, eager=True),
-        "nll_bits": pl.Series(nll_bits, dtype=pl.Float64),
-        "ref_nll_bits": pl.Series(ref_nll_bits, dtype=pl.Float64),
-        "tfidf": (pl.Series(tfidf, dtype=pl.Float64) if tfidf is not None
-                  else pl.repeat(None, k, dtype=pl.Float64, eager=True)),
-    }).with_columns(mem_bits=(pl.col("ref_nll_bits") - pl.col("nll_bits")).clip(lower_bound=0.0))
 
 
 def read_reference(path: Path) -> dict[int, float]:
@@ -70,13 +54,6 @@ def reference_lookup(ref: dict[int, float], ids: np.ndarray, path: Path) -> np.n
         raise ValueError(f"reference scores {path} lack {len(missing)} sample(s) of the run, "
                          f"e.g. sample_id {missing[0]}: the reference scored another pool")
     return np.array([ref[int(i)] for i in ids])
-
-
-def memorization_totals(frame: pl.DataFrame) -> dict[str, float]:
-    members = frame.filter(pl.col("member"))
-    return {"mem_bits": float(members["mem_bits"].sum()),
-            "mem_bits_unclamped": float((members["ref_nll_bits"] - members["nll_bits"]).sum()),
-            "dataset_bits": float(members["ref_nll_bits"].sum())}
 
 
 def score_cell(cell: Cell, runtime: Runtime) -> list[dict]:

@@ -27,6 +27,7 @@ import polars as pl
 from memcap import corpus
 from memcap.config import GPT2_VOCAB_SIZE
 from memcap.io import atomic_path, write_json
+from memcap.samples import cut_samples, dedup_mask
 from memcap.tokenizer import (
     GPT2_ENCODER_JSON_SHA256,
     GPT2_VOCAB_BPE_SHA256,
@@ -34,8 +35,6 @@ from memcap.tokenizer import (
     load_tokenizer,
 )
 from memcap.tokens import HELDOUT_ID_OFFSET, read_pool, tokens_frame
-
-SAMPLINGS = ("first", "windows")
 
 
 class TextDataError(ValueError):
@@ -120,46 +119,7 @@ def install_gpt2(vocab_bpe: Path, encoder_json: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-# ---------------------------------------------------------------- samples and deduplication
-
-def cut_samples(doc_tokens: list[list[int]], seq_len: int, sampling: str
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """S-token samples of each document: the first S tokens (the paper's way; shorter
-    documents give none) or every consecutive, non-overlapping S-token window.
-    Returns (document index per sample (K,), tokens (K, S))."""
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"text.sampling must be one of {SAMPLINGS}, got {sampling!r}")
-    doc_index, rows = [], []
-    for i, toks in enumerate(doc_tokens):
-        count = len(toks) // seq_len
-        if sampling == "first":
-            count = min(count, 1)
-        if count:
-            rows.append(np.asarray(toks[:count * seq_len], dtype=np.int64).reshape(count,
-                                                                                  seq_len))
-            doc_index += [i] * count
-    tokens = np.concatenate(rows) if rows else np.zeros((0, seq_len), dtype=np.int64)
-    return np.asarray(doc_index, dtype=np.int64), tokens
-
-
-def dedup_mask(tokens: np.ndarray, is_heldout: np.ndarray) -> np.ndarray:
-    """Exact deduplication: keep the first copy of every token sequence within a split, and
-    drop a held-out sample whose sequence also occurs in the train pool (it would be a
-    member in disguise). Returns a keep mask."""
-    keys = [row.tobytes() for row in np.ascontiguousarray(tokens)]
-    keep = np.zeros(len(keys), dtype=bool)
-    train_seen: set[bytes] = set()
-    for i in np.flatnonzero(~is_heldout):
-        if keys[i] not in train_seen:
-            train_seen.add(keys[i])
-            keep[i] = True
-    held_seen: set[bytes] = set()
-    for i in np.flatnonzero(is_heldout):
-        if keys[i] not in train_seen and keys[i] not in held_seen:
-            held_seen.add(keys[i])
-            keep[i] = True
-    return keep
-
+# ---------------------------------------------------------------- the pool (samples: memcap.samples)
 
 def build_pool(docs: pl.DataFrame, tokenizer: Tokenizer, seq_len: int, sampling: str,
                out_path: Path, stats_path: Path) -> dict:
