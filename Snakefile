@@ -31,6 +31,7 @@ include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
 include: "rules/figures.smk"
 include: "rules/verify.smk"
+include: "rules/audit.smk"
 
 
 rule all:

@@ -51,8 +51,10 @@ rule laws:
 
 rule database:
     input:
-        tables=[table(name) for name in TABLES],
+        tables=[table(name) for name in TABLES] if GRID else [],
         samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
+        audit_tables=audit_files()["tables"],
+        audit_samples=audit_files()["samples"],
     output:
         DATABASE,
     conda:
@@ -61,4 +63,5 @@ rule database:
         "results/logs/database.log",
     shell:
         "python -m memcap database --tables {input.tables} --samples {input.samples}"
+        " --audit-tables {input.audit_tables} --audit-samples {input.audit_samples}"
         " --out {output} > {log} 2>&1"

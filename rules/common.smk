@@ -3,11 +3,13 @@
 import json
 import os
 import shlex
+from pathlib import Path
 
 from memcap.cell import Runtime, build_cell
 from memcap.config import KINDS, architecture, cells, shape
 from memcap.corpus import ARTIFACTS
 from memcap.memory import cell_request_mb, compact_bytes, request_mb
+from memcap.paths import AUDIT_TABLES, AUDIT_TARGET
 from memcap.paths import (CELL, COLLECTED, COLLECTED_MEMORIZATION, DATA, DATABASE,
                           DOCS, FIGURES, FIGURES_DIR, FITTED, ORACLE, ORACLE_RECORD, POOL,
                           REGISTRY, REPORT, RUN, SAME_ARCH, SAME_ARCH_RECORD, TABLES,
@@ -22,6 +24,9 @@ SEEDS = config["seeds"]
 SYN = config["synthetic"]
 TEXT = config["text"]
 VERIFY = config["verify"]
+AUDIT_CFG = config["audit"]
+# the training grid (synthetic and text); an audit-only config has none
+GRID = SYN["enabled"] or TEXT["enabled"]
 
 # Execution settings that change no result (device, threads, progress and checkpoint
 # intervals, scoring batch, compile, CUDA graphs) reach the model stages as resources, not
@@ -130,3 +135,34 @@ def text_records():
             for c in cells(config, "text") if c["n"] == TEXT_NMAX]
     refs.append(ORACLE_RECORD.format(**TEXT_WHERE))
     return {"references": refs, "stats": [TEXT_STATS.format(**TEXT_WHERE)]}
+
+
+# The audit (rules/audit.smk): each target's rows of the database tables and its score file
+AUDITED = list(AUDIT_CFG.get("targets", {})) if AUDIT_CFG["enabled"] else []
+# without a reference model, memorization and the top samples are left out
+AUDIT_TABLE_NAMES = [t for t in AUDIT_TABLES if "reference" in AUDIT_CFG
+                     or t not in ("memorization", "top_samples")]
+
+
+def audit_files():
+    """Every audited target's table files (appended to the database) and score file."""
+    return {"tables": [f"{AUDIT_TARGET.format(target=t)}/tables/{name}.parquet"
+                       for t in AUDITED for name in AUDIT_TABLE_NAMES],
+            "samples": [f"{AUDIT_TARGET.format(target=t)}/scores.parquet" for t in AUDITED]}
+
+
+def existing_files(path):
+    """The files under a configured path that exist (their edits rerun the audit); a missing
+    path gives none, and the job then stops naming it and what it expected."""
+    if os.path.isfile(path):
+        return [path]
+    return sorted(str(p) for p in Path(path).rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(path).parts))
+
+
+def audit_model(wc):
+    """(folder, config key) of an audit model wildcard: reference or target=<name>."""
+    if wc.model == "reference":
+        return AUDIT_CFG["reference"], "audit.reference"
+    name = wc.model.removeprefix("target=")
+    return AUDIT_CFG["targets"][name], f"audit.targets.{name}"

@@ -26,7 +26,7 @@ rule figures:
 rule report:
     input:
         db=DATABASE,
-        figures=rules.figures.output.png,
+        figures=rules.figures.output.png if GRID else [],
     output:
         REPORT,
     conda:

@@ -128,9 +128,11 @@ def collect(run_dirs: list[Path], references: list[Path], text_stats: list[Path]
     return f"collected {tables['runs'].height} runs into {tables_dir}"
 
 
-def build_database(db_path: Path, table_files: list[Path], sample_files: list[Path]) -> str:
-    """Load every table (a Parquet file each, named by its stem) and a `samples` view over the
-    per-run score files into one DuckDB file.
+def build_database(db_path: Path, table_files: list[Path], sample_files: list[Path],
+                   audit_tables: list[Path] = (), audit_samples: list[Path] = ()) -> str:
+    """Load every table (a Parquet file each, named by its stem), append the audits' rows to
+    the tables of the same names (by column name; columns an audit lacks stay null), and
+    define the `samples` view over the per-run and the audits' score files.
 
     The view names the Parquet files by their paths relative to the working directory the
     workflow runs in, so open the database from the project root.
@@ -139,13 +141,22 @@ def build_database(db_path: Path, table_files: list[Path], sample_files: list[Pa
     with atomic_path(db_path) as tmp:
         con = duckdb.connect(str(tmp))
         try:
-            for name, path in zip(names, table_files, strict=True):
+            for name, path in [*zip(names, table_files, strict=True),
+                               *((Path(p).stem, p) for p in audit_tables)]:
                 con.register("frame_view", pl.read_parquet(path).to_arrow())
-                con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame_view")
+                exists = con.sql("SELECT count(*) FROM information_schema.tables "
+                                 "WHERE table_name = ?", params=[name]).fetchone()[0]
+                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM frame_view" if exists
+                            else f"CREATE TABLE {name} AS SELECT * FROM frame_view")
                 con.unregister("frame_view")
-            files = ", ".join(f"'{Path(f).as_posix()}'" for f in sample_files)
-            con.execute(f"CREATE VIEW samples AS SELECT * FROM read_parquet([{files}])")
+            # run files carry their grid coordinates as hive folders, audit files none: one
+            # read per kind, united by column name
+            lists = [", ".join(f"'{Path(f).as_posix()}'" for f in files)
+                     for files in (sample_files, audit_samples) if files]
+            parts = [f"SELECT * FROM read_parquet([{files}])" for files in lists]
+            if parts:
+                con.execute("CREATE VIEW samples AS " + " UNION ALL BY NAME ".join(parts))
         finally:
             con.close()
-    return (f"wrote {db_path}: {', '.join(names)} and view samples over {len(sample_files)} "
-            "files")
+    return (f"wrote {db_path}: {', '.join(names)}, {len(audit_tables)} audit table(s) and view "
+            f"samples over {len(sample_files) + len(audit_samples)} files")

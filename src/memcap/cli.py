@@ -195,6 +195,53 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                           for e in r["extraction"]))
 
 
+# ------------------------------------------------------------------------- audit
+
+@command("audit-samples", "check the audited models and cut the member and non-member samples",
+         arg("--targets", type=_json, required=True, help="audit.targets as JSON"),
+         arg("--reference", default="", help="the reference model folder (none: '')"),
+         arg("--members", type=Path, required=True),
+         arg("--nonmembers", type=Path, required=True),
+         arg("--seq-len", type=int, required=True),
+         arg("--sampling", choices=["first", "windows"], required=True),
+         arg("--out-dir", type=Path, required=True))
+def cmd_audit_samples(a: argparse.Namespace) -> None:
+    from memcap.audit import write_samples
+
+    print(write_samples(a.targets, a.reference or None, a.members, a.nonmembers, a.seq_len,
+                        a.sampling, a.out_dir))
+
+
+@command("audit-score", "code lengths of the audit's samples under one model",
+         arg("--model-dir", type=Path, required=True),
+         arg("--key", required=True, help="the config key naming the model"),
+         arg("--samples-dir", type=Path, required=True),
+         arg("--out-dir", type=Path, required=True), *runtime_args())
+def cmd_audit_score(a: argparse.Namespace) -> None:
+    from memcap.audit import score_model
+
+    print(score_model(a.model_dir, a.key, a.samples_dir, a.out_dir, _runtime(a)))
+
+
+@command("audit-evaluate", "memorization, membership inference and extraction of one target",
+         arg("--target", required=True), arg("--model-dir", required=True),
+         arg("--samples-dir", type=Path, required=True),
+         arg("--scores", type=Path, required=True, help="the target's scores folder"),
+         arg("--reference-scores", type=Path, help="the reference's scores folder"),
+         arg("--out-dir", type=Path, required=True),
+         arg("--settings", type=_json, required=True, help="the config's evaluate: section "
+             "as JSON"), *runtime_args())
+def cmd_audit_evaluate(a: argparse.Namespace) -> None:
+    from memcap.audit import evaluate_target
+
+    r = evaluate_target(a.target, a.model_dir, a.samples_dir, a.scores, a.reference_scores,
+                        a.out_dir, _runtime(a), **a.settings)
+    loss = next(m for m in r["mia"] if m["attack"] == "loss")
+    mem = (f"{r['mem_bits']:,.0f} memorized bits" if r["reference"] else
+           "no reference model: memorization left out")
+    print(f"{r['run_id']}: loss attack AUC {loss['auc']:.3f}; {mem}")
+
+
 # ------------------------------------------------------------------------- aggregation
 
 @command("collect", "the run tables from run folders",
@@ -223,14 +270,17 @@ def cmd_laws(a: argparse.Namespace) -> None:
 
 
 @command("database", "build results/memcap.duckdb atomically",
-         arg("--tables", type=Path, nargs="+", required=True,
+         arg("--tables", type=Path, nargs="*", default=[],
              help="Parquet files; each becomes the table named by its file stem"),
-         arg("--samples", type=Path, nargs="+", required=True),
+         arg("--samples", type=Path, nargs="*", default=[]),
+         arg("--audit-tables", type=Path, nargs="*", default=[],
+             help="an audit's rows, appended to the table named by each file's stem"),
+         arg("--audit-samples", type=Path, nargs="*", default=[]),
          arg("--out", type=Path, required=True))
 def cmd_database(a: argparse.Namespace) -> None:
     from memcap.aggregate import build_database
 
-    print(build_database(a.out, a.tables, a.samples))
+    print(build_database(a.out, a.tables, a.samples, a.audit_tables, a.audit_samples))
 
 
 @command("figures", "Altair figures as HTML and PNG",
@@ -305,10 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # the model stages log their own command line first, so a failed job reruns from its log
-LOGGED = {"train", "score", "evaluate", "reference", "oracle"}
+LOGGED = {"train", "score", "evaluate", "reference", "oracle", "audit-score", "audit-evaluate"}
 # stages that run models chunk by chunk over every sample: a fixed mmap threshold keeps
 # their heap from fragmenting as N grows (memcap.memory.bound_heap_growth)
-INFERENCE = {"score", "evaluate", "reference", "oracle"}
+INFERENCE = {"score", "evaluate", "reference", "oracle", "audit-score", "audit-evaluate"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,9 +123,15 @@ def validate_config(config: dict) -> dict:
     cfg = copy.deepcopy(config)
     _fill_defaults(cfg, sch, sch)
     text = cfg["text"]
-    if not (cfg["synthetic"]["enabled"] or text["enabled"]):
-        raise ConfigError("config keys 'synthetic.enabled' and 'text.enabled' are both false: "
-                          "nothing to run")
+    audit = cfg["audit"]
+    if not (cfg["synthetic"]["enabled"] or text["enabled"] or audit["enabled"]):
+        raise ConfigError("config keys 'synthetic.enabled' and 'text.enabled' are both false "
+                          "and no audit is configured: nothing to run")
+    if audit["enabled"]:
+        for key in ("targets", "members", "nonmembers"):
+            if key not in audit:
+                raise ConfigError(f"config key 'audit.{key}' is required when the audit is "
+                                  "enabled")
     _check_architectures(cfg, "architectures", cfg["architectures"], cfg["train"])
     if text["enabled"]:
         for key in ("dataset_sizes", "architectures"):

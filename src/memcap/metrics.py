@@ -97,12 +97,15 @@ def attack_scores(frame: pl.DataFrame, attack: str) -> np.ndarray:
     raise ValueError(f"unknown attack {attack!r}; known: {ATTACKS}")
 
 
-def membership_inference(scores: pl.DataFrame, max_per_class: int) -> list[dict]:
-    """Every attack on one run's scores (columns of scores.parquet). One row per attack."""
+def membership_inference(scores: pl.DataFrame, max_per_class: int,
+                         attacks: tuple[str, ...] = ATTACKS) -> list[dict]:
+    """Every attack (or the given ones: an audit without a reference model has no
+    reference-calibrated attack) on one run's scores (columns of scores.parquet). One row per
+    attack."""
     members, others = balanced_sets(scores, max_per_class)
     return [{"attack": attack, "n_members": members.height, "n_nonmembers": others.height,
              **attack_metrics(attack_scores(members, attack), attack_scores(others, attack))}
-            for attack in ATTACKS]
+            for attack in attacks]
 
 
 def tfidf(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 16) -> np.ndarray:

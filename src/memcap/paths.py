@@ -27,6 +27,14 @@ SAME_ARCH_RECORD = SAME_ARCH.replace("scores.parquet", "reference.json")
 ORACLE = f"{REFS}/reference=oracle/scores.parquet"
 ORACLE_RECORD = f"{REFS}/reference=oracle/oracle.json"
 
+# the audit of models trained elsewhere: samples cut once, each model (a target, or the
+# reference) scored once, then every target's evaluation and its rows of the database tables
+AUDIT = f"{RESULTS}/audit"
+AUDIT_SAMPLES = f"{AUDIT}/samples"
+AUDIT_MODEL = f"{AUDIT}/models/{{model}}"
+AUDIT_TARGET = f"{AUDIT}/targets/{{target}}"
+AUDIT_TABLES = ("runs", "memorization", "mia", "extraction", "top_samples", "audits")
+
 # aggregation: `collect` writes the run tables, `laws` the fitted ones (and memorization with
 # its capacity ratio, which needs α); `database` loads every table of TABLES
 TABLES_DIR = f"{RESULTS}/tables"

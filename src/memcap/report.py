@@ -83,15 +83,22 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
 
 
 def query(con: duckdb.DuckDBPyConnection) -> dict:
-    """Every number the report shows, as frames."""
+    """Every number the report shows, as frames (audited models apart: kind 'audit')."""
+    tables = {t for (t,) in con.sql("SELECT table_name FROM information_schema.tables")
+              .fetchall()}
+    audit = _audit_tables(con, tables) if "audits" in tables else None
+    if "capacity" not in tables:  # an audit alone: no training grid
+        return {"audit": audit}
     data = {
-        "runs": con.sql("SELECT * FROM runs").pl(),
+        "audit": audit,
+        "runs": con.sql("SELECT * FROM runs WHERE kind <> 'audit'").pl(),
         "cap": con.sql("""SELECT * FROM capacity WHERE kind = 'synthetic'
                           ORDER BY precision, params""").pl(),
         "laws": con.sql("SELECT * FROM laws ORDER BY kind, precision, parameter").pl(),
         "sat": con.sql("""SELECT kind, arch, precision, count(*) AS runs,
                                  sum(saturated::INT) AS saturated_runs
-                          FROM runs GROUP BY ALL ORDER BY kind, min(params), precision""").pl(),
+                          FROM runs WHERE kind <> 'audit'
+                          GROUP BY ALL ORDER BY kind, min(params), precision""").pl(),
         "mia": con.sql("""SELECT r.kind, r.arch, r.precision, r.n, m.attack,
                                  round(r.n * r.seq_len / r.params, 4) AS tokens_per_param,
                                  avg(m.auc) AS auc, avg(m.f1_median) AS f1_median,
@@ -99,24 +106,27 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
                                  avg(m.tpr_at_1pct_fpr) AS tpr_at_1pct_fpr,
                                  avg(m.tpr_at_0_1pct_fpr) AS tpr_at_0_1pct_fpr,
                                  min(m.n_members) AS members
-                          FROM runs r JOIN mia m USING (run_id)
+                          FROM runs r JOIN mia m USING (run_id) WHERE r.kind <> 'audit'
                           GROUP BY ALL ORDER BY r.kind, min(r.params), r.precision, r.n,
                           m.attack""").pl(),
         "attack_gap": con.sql("""SELECT r.kind, max(abs(a.auc - b.auc)) AS gap,
                                         avg(b.auc - a.auc) AS mean_gain
                                  FROM mia a JOIN mia b USING (run_id) JOIN runs r USING (run_id)
                                  WHERE a.attack = 'loss' AND b.attack = 'reference'
+                                 AND r.kind <> 'audit'
                                  GROUP BY ALL""").pl(),
         "extraction": con.sql("""SELECT r.kind, r.arch, r.n,
                                         e.split || ' k=' || e.prefix_len AS col,
                                         avg(e.rate) AS rate
                                  FROM runs r JOIN extraction e USING (run_id)
+                                 WHERE r.kind <> 'audit'
                                  GROUP BY ALL ORDER BY r.kind, min(r.params), r.n""").pl(),
         "tfidf": con.sql("""SELECT r.kind, r.arch,
                                    avg(m.tfidf_mem_spearman) AS spearman_tfidf_mem,
                                    min(m.tfidf_mem_spearman) AS min,
                                    max(m.tfidf_mem_spearman) AS max
                             FROM runs r JOIN memorization m USING (run_id)
+                            WHERE r.kind <> 'audit'
                             GROUP BY ALL ORDER BY r.kind, min(r.params)""").pl(),
         "tops": {},
     }
@@ -137,6 +147,8 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
 
 def render(data: dict, fdir: Path) -> str:
     """The report's HTML (figures inlined as PNG) from the frames of `query`."""
+    if "runs" not in data:
+        return "\n".join([_audit_head(), *_audit_sections(data["audit"]), "</body></html>"])
     runs, laws = data["runs"], data["laws"]
     parts = [_head(runs)]
     parts += _capacity_sections(runs, data["cap"], laws, data["sat"])
@@ -144,6 +156,8 @@ def render(data: dict, fdir: Path) -> str:
         parts += _text_sections(data["text"], fdir)
     parts += _mia_sections(data["mia"], data["attack_gap"], laws, data["extraction"],
                            data["tfidf"], data["tops"])
+    if data["audit"] is not None:
+        parts += _audit_sections(data["audit"])
     parts.append("<h2>Figures</h2>")
     for name, caption in (("memorization_vs_n", "Memorized bits against dataset size"),
                           ("capacity_vs_params", "Capacity against parameters"),
@@ -389,4 +403,79 @@ def _mia_sections(mia: pl.DataFrame, attack_gap: pl.DataFrame, laws: pl.DataFram
                      f"first seed), {shown}.</p>")
         parts.append(_table(top.drop("text" if kind == "synthetic" else "tokens"),
                             left=("tokens", "text")))
+    return parts
+
+
+def _audit_tables(con: duckdb.DuckDBPyConnection, tables: set[str]) -> dict:
+    """The audited models' rows (kind 'audit'); memorization and top samples exist only for
+    audits with a reference model."""
+    audit = {
+        "audits": con.sql("""SELECT target, model_type, loader, params, reference_dir,
+                                    members, nonmembers, duplicates, member_loss,
+                                    nonmember_loss, reference_nonmember_loss, run_id
+                             FROM audits ORDER BY target""").pl(),
+        "setup": con.sql("SELECT DISTINCT tokenizer, vocab_size, seq_len, sampling "
+                         "FROM audits").pl(),
+        "mia": con.sql("""SELECT a.target, m.attack, m.auc, m.f1_median, m.f1_best,
+                                 m.tpr_at_1pct_fpr, m.tpr_at_0_1pct_fpr, m.n_members
+                          FROM audits a JOIN mia m USING (run_id)
+                          ORDER BY a.target, m.attack""").pl(),
+        "extraction": con.sql("""SELECT a.target, e.split || ' k=' || e.prefix_len AS col,
+                                        e.rate
+                                 FROM audits a JOIN extraction e USING (run_id)""").pl(),
+        "memorization": None, "tops": {},
+    }
+    if "memorization" in tables:
+        audit["memorization"] = con.sql(
+            """SELECT a.target, m.mem_bits, m.mem_bits_unclamped, m.dataset_bits,
+                      m.memorizable_fraction, m.bits_per_param, m.tfidf_mem_spearman
+               FROM audits a JOIN memorization m USING (run_id) ORDER BY a.target""").pl()
+    if "top_samples" in tables:
+        for target, run in audit["audits"].select("target", "run_id").iter_rows():
+            audit["tops"][target] = con.sql(
+                """SELECT rank, mem_bits, nll_bits, ref_nll_bits, tfidf, text
+                   FROM top_samples WHERE run_id = ? ORDER BY rank""", params=[run]).pl()
+    return audit
+
+
+def _audit_head() -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>memcap audit</title>"
+            f"<style>{CSS}</style></head><body><h1>memcap: what did these models memorize?"
+            "</h1>")
+
+
+def _audit_sections(audit: dict) -> list[str]:
+    setup = audit["setup"].row(0, named=True)
+    cut = ("the first S tokens of each document" if setup["sampling"] == "first"
+           else "every S-token window of each document")
+    parts = ["<h2>Audit of models trained elsewhere</h2><p>Member documents (the target's "
+             "training data) and non-member documents (never trained on), tokenized with the "
+             f"targets' tokenizer ({html.escape(setup['tokenizer'])}, V = "
+             f"{setup['vocab_size']:,}) into {setup['seq_len']}-token samples ({cut}), exact "
+             "duplicates dropped (a non-member that repeats a member too). Losses in nats per "
+             "predicted token; loader <i>memcap</i>: a GPT-2 checkpoint scored by memcap's own "
+             "model, <i>transformers</i>: scored by transformers.</p>"]
+    parts.append(_table(audit["audits"].drop("run_id"),
+                        left=("target", "model_type", "loader", "reference_dir")))
+    parts.append("<h3>Membership inference</h3><p>Balanced members and non-members; AUC and "
+                 "F1 at the median threshold are 0.5 for a model that memorized nothing.</p>")
+    parts.append(_table(audit["mia"], left=("target", "attack")))
+    parts.append("<h3>Memorization</h3>")
+    if audit["memorization"] is None or not audit["memorization"].height:
+        parts.append("<p class='lb'>No reference model was given: unintended memorization, "
+                     "the reference-calibrated attack, the TF-IDF correlation and the most "
+                     "memorized samples are left out (set audit.reference to a model of the "
+                     "same tokenizer that never saw the members).</p>")
+    else:
+        parts.append("<p>mem_bits = Σ over members of max(0, nll under the reference − nll "
+                     "under the target) (docs/science.md#audit).</p>")
+        parts.append(_table(audit["memorization"], left=("target",)))
+    parts.append("<h3>Extraction</h3><p>Exact-match rate of greedy decoding from a k-token "
+                 "prefix, on members (train) and non-members (heldout).</p>")
+    parts.append(_table(audit["extraction"].pivot(on="col", index="target", values="rate",
+                                                  sort_columns=True), left=("target",)))
+    for target, top in sorted(audit["tops"].items()):
+        parts.append(f"<p>The 20 most memorized members under <code>{html.escape(target)}"
+                     "</code>, decoded.</p>")
+        parts.append(_table(top, left=("text",)))
     return parts

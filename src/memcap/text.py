@@ -119,7 +119,7 @@ def install_gpt2(vocab_bpe: Path, encoder_json: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-# ---------------------------------------------------------------- the pool (samples: memcap.samples)
+# ---------------------------------------------------------------- the pool
 
 def build_pool(docs: pl.DataFrame, tokenizer: Tokenizer, seq_len: int, sampling: str,
                out_path: Path, stats_path: Path) -> dict:

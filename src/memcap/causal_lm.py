@@ -1,0 +1,225 @@
+"""Causal language models saved by Hugging Face `transformers` (`save_pretrained` folders), for
+the audit (docs/science.md#audit).
+
+`check_model_dir` inspects a folder without loading its weights (config, weight files,
+tokenizer), so bad input stops before any scoring; `load_causal_lm` loads it for scoring:
+
+- GPT-2 checkpoints whose layout is memcap's own ((in, out) Conv1D weights, tied embeddings,
+  tanh GELU, LayerNorm ε 1e-5, 4d MLP) load onto memcap.model.PackedGPT (one packed model), the
+  model memcap trains and scores;
+- any other causal LM scores through `transformers` itself (AutoModelForCausalLM).
+
+Both give code lengths in bits of t = 2..S (the first token is never predicted:
+docs/science.md#code-length) and greedy extraction. `transformers` is an optional dependency
+(`pip install "memcap[audit]"`), imported only here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from memcap import device as dev
+from memcap.model import PackedGPT, n_heads, sequence_nll_bits, sequences_per_chunk
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+EXPECTED = ("a folder saved with save_pretrained: config.json, the weights (" +
+            ", ".join(WEIGHT_FILES) + ") and the tokenizer files")
+# a text both tokenizers must split alike (besides equal vocabularies)
+PROBE = "Call me Ishmael. Some years ago, 1851: naïve café; x = f(y) + 42 # done\n\tEnd."
+
+
+class ModelDirError(ValueError):
+    """A model folder that cannot be audited (missing, unloadable, mismatched)."""
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ModelDirError("auditing a model needs transformers: pip install "
+                            "'memcap[audit]'") from None
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    return transformers
+
+
+def check_model_dir(path: str | Path, key: str) -> dict:
+    """Check a model folder without loading its weights; returns its config as a dict.
+
+    key: the config key that names the folder (it appears in every message)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelDirError(f"config key '{key}': model folder {path} does not exist; expected "
+                            f"{EXPECTED}")
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise ModelDirError(f"config key '{key}': {config_file} does not exist; expected "
+                            f"{EXPECTED}")
+    tf = _transformers()
+    try:
+        config = tf.AutoConfig.from_pretrained(str(path))
+    except (ValueError, OSError, KeyError, json.JSONDecodeError) as err:
+        raise ModelDirError(f"config key '{key}': transformers cannot load {config_file} "
+                            f"({err}); expected the config.json of a causal language model "
+                            "saved with save_pretrained") from None
+    weights = [path / f for f in WEIGHT_FILES if (path / f).exists()]
+    if not weights:
+        raise ModelDirError(f"config key '{key}': {path} has no weights; expected one of "
+                            f"{', '.join(WEIGHT_FILES)}")
+    if weights[0].name == "model.safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(weights[0]), "pt") as fh:
+                if not list(fh.keys()):
+                    raise ModelDirError(f"config key '{key}': {weights[0]} holds no tensors")
+        except (SafetensorError, OSError) as err:
+            raise ModelDirError(f"config key '{key}': {weights[0]} is not a readable "
+                                f"safetensors file ({err}); expected the weights saved by "
+                                "save_pretrained") from None
+    return config.to_dict()
+
+
+def load_tokenizer(path: str | Path, key: str):
+    """The tokenizer saved in a model folder (transformers' AutoTokenizer)."""
+    tf = _transformers()
+    try:
+        return tf.AutoTokenizer.from_pretrained(str(path))
+    except (ValueError, OSError, KeyError, TypeError) as err:
+        raise ModelDirError(f"config key '{key}': transformers cannot load a tokenizer from "
+                            f"{path} ({err}); expected its tokenizer files (tokenizer.json or "
+                            "the vocabulary files save_pretrained writes)") from None
+
+
+def same_tokenizer(a, b) -> bool:
+    """Whether two tokenizers map text to the same ids (same vocabulary, same split of PROBE)."""
+    return a.get_vocab() == b.get_vocab() and (
+        a(PROBE, add_special_tokens=False)["input_ids"]
+        == b(PROBE, add_special_tokens=False)["input_ids"])
+
+
+def memcap_layout(config: dict) -> bool:
+    """Whether a checkpoint's config is memcap's GPT-2 (it then loads onto PackedGPT)."""
+    d = config.get("n_embd", 0)
+    return (config.get("model_type") == "gpt2"
+            and config.get("activation_function") in ("gelu_new", "gelu_pytorch_tanh")
+            and config.get("tie_word_embeddings", True)
+            and config.get("layer_norm_epsilon") == 1e-5
+            and config.get("n_inner") in (None, 4 * d)
+            and config.get("scale_attn_weights", True)
+            and not config.get("scale_attn_by_inverse_layer_idx", False)
+            and not config.get("add_cross_attention", False)
+            and d % config.get("n_head", 1) == 0)
+
+
+def gpt2_to_packed(hf_model, seq_len: int) -> PackedGPT:
+    """A transformers GPT2LMHeadModel as a PackedGPT of one model over the first seq_len
+    positions. GPT-2's Conv1D weights are (in, out), as memcap's."""
+    c = hf_model.config
+    state = {k.removeprefix("transformer."): v for k, v in hf_model.state_dict().items()}
+    model = PackedGPT(1, c.vocab_size, seq_len, c.n_layer, c.n_embd,
+                      n_heads(c.n_embd, c.n_embd // c.n_head))
+    names = {"wte": "wte.weight", "wpe": "wpe.weight", "lnf_w": "ln_f.weight",
+             "lnf_b": "ln_f.bias"}
+    for i in range(c.n_layer):
+        for ours, theirs in (("ln1_w", "ln_1.weight"), ("ln1_b", "ln_1.bias"),
+                             ("attn_w", "attn.c_attn.weight"), ("attn_b", "attn.c_attn.bias"),
+                             ("attn_proj_w", "attn.c_proj.weight"),
+                             ("attn_proj_b", "attn.c_proj.bias"),
+                             ("ln2_w", "ln_2.weight"), ("ln2_b", "ln_2.bias"),
+                             ("fc_w", "mlp.c_fc.weight"), ("fc_b", "mlp.c_fc.bias"),
+                             ("fc_proj_w", "mlp.c_proj.weight"), ("fc_proj_b", "mlp.c_proj.bias")):
+            names[f"blocks.{i}.{ours}"] = f"h.{i}.{theirs}"
+    ours = {k: state[v][:seq_len] if k == "wpe" else state[v] for k, v in names.items()}
+    model.load_state_dict({k: v.detach().float().unsqueeze(0) for k, v in ours.items()})
+    return model
+
+
+@dataclass
+class CausalLM:
+    """A loaded model that scores token sequences (N, S) of one length."""
+
+    path: str
+    loader: str  # "memcap" (GPT-2 on PackedGPT) or "transformers"
+    model_type: str
+    params: int
+    vocab_size: int
+    device: torch.device
+    model: torch.nn.Module
+
+    @torch.no_grad()
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) -> logits (B, T, V)."""
+        if self.loader == "memcap":
+            return self.model(x.unsqueeze(0))[0]
+        return self.model(input_ids=x, use_cache=False).logits
+
+    def _batch(self, seq_len: int, batch_size: int) -> int:
+        return min(batch_size, sequences_per_chunk(1, seq_len, self.vocab_size))
+
+    @torch.no_grad()
+    def nll_bits(self, tokens: np.ndarray, batch_size: int) -> np.ndarray:
+        """Code length in bits of every sequence (t = 2..S): tokens (N, S) -> (N,) fp64."""
+        toks = dev.to_device_tokens(tokens, self.device)
+        if self.loader == "memcap":
+            return sequence_nll_bits(self.model, toks.unsqueeze(0), batch_size)[0].cpu().numpy()
+        out = []
+        step = self._batch(tokens.shape[1], batch_size)
+        for start in range(0, len(toks), step):
+            x = toks[start:start + step].long()
+            logits = self._logits(x)[:, :-1].float()
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+                                  reduction="none").view(len(x), -1)
+            out.append(nll.double().sum(-1) / math.log(2))
+        return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+
+    @torch.no_grad()
+    def extracted(self, tokens: np.ndarray, prefix_len: int, batch_size: int) -> np.ndarray:
+        """Whether greedy decoding from the first k tokens reproduces each whole sequence:
+        tokens (N, S) -> bool (N,)."""
+        toks = dev.to_device_tokens(tokens, self.device)
+        out = []
+        for start in range(0, len(toks), batch_size):
+            chunk = toks[start:start + batch_size].long()
+            x = chunk[:, :prefix_len]
+            for _ in range(chunk.shape[1] - prefix_len):
+                nxt = self._logits(x)[:, -1].argmax(-1, keepdim=True)
+                x = torch.cat([x, nxt], dim=-1)
+            out.append((x == chunk).all(-1))
+        return torch.cat(out).cpu().numpy() if out else np.zeros(0, dtype=bool)
+
+
+def load_causal_lm(path: str | Path, key: str, seq_len: int, device: torch.device,
+                   native: bool = True) -> CausalLM:
+    """Load a checkpoint folder for scoring S-token samples on `device` in fp32. GPT-2 in
+    memcap's layout loads onto PackedGPT unless native is False (then transformers scores it,
+    as every other architecture)."""
+    config = check_model_dir(path, key)
+    max_len = config.get("n_positions") or config.get("max_position_embeddings")
+    if max_len is not None and seq_len > max_len:
+        raise ModelDirError(f"config key '{key}': {path} takes at most {max_len} positions; "
+                            f"audit.seq_len is {seq_len}")
+    tf = _transformers()
+    try:
+        hf_model = tf.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
+        raise ModelDirError(f"config key '{key}': transformers cannot load the model in {path} "
+                            f"({err}); expected {EXPECTED}") from None
+    params = hf_model.num_parameters()
+    if native and memcap_layout(config):
+        model, loader = gpt2_to_packed(hf_model, seq_len), "memcap"
+        del hf_model
+    else:
+        model, loader = hf_model, "transformers"
+    model.eval()
+    return CausalLM(path=str(path), loader=loader, model_type=config["model_type"],
+                    params=params, vocab_size=config["vocab_size"], device=device,
+                    model=model.to(device))
