@@ -144,8 +144,8 @@ def build_database(db_path: Path, table_files: list[Path], sample_files: list[Pa
             for name, path in [*zip(names, table_files, strict=True),
                                *((Path(p).stem, p) for p in audit_tables)]:
                 con.register("frame_view", pl.read_parquet(path).to_arrow())
-                exists = con.sql("SELECT count(*) FROM information_schema.tables "
-                                 "WHERE table_name = ?", params=[name]).fetchone()[0]
+                exists = con.execute("SELECT count(*) FROM information_schema.tables "
+                                     "WHERE table_name = ?", [name]).fetchall()[0][0]
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM frame_view" if exists
                             else f"CREATE TABLE {name} AS SELECT * FROM frame_view")
                 con.unregister("frame_view")

@@ -104,14 +104,14 @@ def write_samples(targets: dict[str, str], reference: str | None, members: Path,
         counts[name] = {"documents": len(docs), "samples_before_dedup": len(cut)}
     all_tokens, is_non = np.concatenate(tokens), np.concatenate(flags)
     keep = dedup_mask(all_tokens, is_non)
+    kept = {name: np.flatnonzero(keep & (is_non == (name == "nonmembers"))) for name in SETS}
+    if not len(kept["nonmembers"]):  # only non-members can all go: as exact copies of members
+        raise AuditError(f"config key 'audit.nonmembers': every sample of {nonmembers} repeats "
+                         "a member sample exactly; expected non-members the model never "
+                         "trained on")
     out_dir = Path(out_dir)
-    for name, nonmember, offset in (("members", False, 0), ("nonmembers", True,
-                                                             HELDOUT_ID_OFFSET)):
-        rows = np.flatnonzero(keep & (is_non == nonmember))
-        if not len(rows):  # only non-members can all go: as exact copies of members
-            raise AuditError(f"config key 'audit.nonmembers': every sample of {nonmembers} "
-                             "repeats a member sample exactly; expected non-members the model "
-                             "never trained on")
+    for name, offset in (("members", 0), ("nonmembers", HELDOUT_ID_OFFSET)):
+        rows = kept[name]
         counts[name].update(samples=len(rows),
                             duplicates=counts[name]["samples_before_dedup"] - len(rows))
         frame = tokens_frame(offset + np.arange(len(rows)), all_tokens[rows], len(tok))

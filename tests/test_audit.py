@@ -1,0 +1,180 @@
+"""The audit of models trained elsewhere: small transformers models built from configs (random
+init, nothing downloaded) and trained on real text (Moby-Dick paragraphs), audited through
+Snakemake; memcap's GPT-2 against transformers' own; bad input stopped before any scoring."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, snakemake
+from memcap.audit import AuditError, write_samples
+from memcap.causal_lm import ModelDirError, load_causal_lm
+from memcap.tokens import read_tokens
+
+pytest.importorskip("transformers")
+spec = importlib.util.spec_from_file_location("audit_example",
+                                              REPO / "scripts/audit_example.py")
+example = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(example)
+
+
+@pytest.fixture(scope="module")
+def built(documents, tmp_path_factory):
+    """The example's models and documents (scripts/audit_example.py), 100 steps each."""
+    return example.build(documents("moby_dick"), tmp_path_factory.mktemp("example"), steps=100)
+
+
+def audit_config(paths: dict, targets: list[str], reference: bool = True) -> dict:
+    audit = {"targets": {t: str(paths[t]) for t in targets}, "members": str(paths["members"]),
+             "nonmembers": str(paths["nonmembers"]), "seq_len": example.SEQ_LEN}
+    if reference:
+        audit["reference"] = str(paths["reference"])
+    return {"synthetic": {"enabled": False}, "text": {"enabled": False},
+            "evaluate": {"extraction_samples": 64}, "audit": audit}
+
+
+def run_audit(workdir, config: dict, *targets: str):
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    (workdir / "audit.yaml").write_text(yaml.safe_dump(config))
+    return snakemake(workdir, "--cores", "2", *targets, configfile=workdir / "audit.yaml")
+
+
+@pytest.fixture(scope="module")
+def audited(built, tmp_path_factory):
+    """GPT-2 and Llama, fine-tuned on the members and untouched, audited in one workflow
+    against a Llama reference trained on other paragraphs of the book."""
+    workdir = tmp_path_factory.mktemp("audit")
+    out = run_audit(workdir, audit_config(built, ["gpt2-finetuned", "gpt2-untouched",
+                                                  "llama-finetuned", "llama-untouched"]))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return workdir
+
+
+def test_memorizing_models_are_caught_and_untouched_ones_are_not(built, audited, monkeypatch):
+    monkeypatch.chdir(audited)  # the samples view names its files relative to the project
+    db = duckdb.connect("results/memcap.duckdb", read_only=True)
+    rows = {r[0]: r[1:] for r in db.sql("""
+        SELECT a.target, a.loader, m.auc, m.n_members, m.n_nonmembers, z.mem_bits,
+               z.dataset_bits, r.kind
+        FROM audits a JOIN mia m USING (run_id) JOIN memorization z USING (run_id)
+        JOIN runs r USING (run_id) WHERE m.attack = 'loss'""").fetchall()}
+    assert set(rows) == {"gpt2-finetuned", "gpt2-untouched", "llama-finetuned",
+                         "llama-untouched"}
+    print(rows)
+    for target, (loader, auc, n1, n0, mem, dataset, kind) in rows.items():
+        assert kind == "audit"
+        assert loader == ("memcap" if target.startswith("gpt2") else "transformers")
+        if target.endswith("finetuned"):
+            assert auc > 0.9 and mem > 0.1 * dataset, (target, auc, mem)
+        else:
+            # chance: AUC within 3 standard errors of 0.5 (Mann–Whitney under H0)
+            se = np.sqrt((n1 + n0 + 1) / (12 * n1 * n0))
+            assert abs(auc - 0.5) < 3 * se, (target, auc)
+            assert mem < 1e-3 * dataset, (target, mem)
+    # greedy extraction of members beats non-members for the fine-tuned models only
+    ext = dict(db.sql("""SELECT a.target, avg(CASE WHEN split = 'train' THEN rate END)
+                                 - avg(CASE WHEN split = 'heldout' THEN rate END)
+                         FROM audits a JOIN extraction e USING (run_id) GROUP BY ALL""")
+               .fetchall())
+    assert ext["gpt2-finetuned"] > 0.03 and ext["llama-finetuned"] > 0.03, ext
+    assert abs(ext["gpt2-untouched"]) < 0.03 and abs(ext["llama-untouched"]) < 0.03, ext
+    # the samples view holds every audited sample; top samples decode to the member text
+    n = db.sql("""SELECT count(*), count(DISTINCT run_id) FROM samples
+                  WHERE run_id LIKE 'audit:%'""").fetchall()[0]
+    members, nonmembers = rows["gpt2-finetuned"][2:4]
+    assert n == (4 * (members + nonmembers), 4)
+    members_text = [json.loads(line)["text"] for line in
+                    built["members"].read_text().splitlines()]
+    for (text,) in db.sql("""SELECT text FROM top_samples
+                             WHERE run_id = 'audit:llama-finetuned'""").fetchall():
+        assert any(doc.startswith(text) for doc in members_text), text
+    report = (audited / "results/report.html").read_text()
+    assert "Audit of models trained elsewhere" in report and "llama-finetuned" in report
+
+
+def test_memcaps_gpt2_codes_as_transformers_does(built, tmp_path):
+    write_samples({"gpt2": str(built["gpt2-finetuned"])}, None, built["members"],
+                  built["nonmembers"], example.SEQ_LEN, "first", tmp_path)
+    _, tokens = read_tokens(tmp_path / "members.parquet")
+    cpu = torch.device("cpu")
+    ours = load_causal_lm(built["gpt2-finetuned"], "t", example.SEQ_LEN, cpu)
+    theirs = load_causal_lm(built["gpt2-finetuned"], "t", example.SEQ_LEN, cpu, native=False)
+    assert (ours.loader, theirs.loader) == ("memcap", "transformers")
+    a, b = ours.nll_bits(tokens, 64), theirs.nll_bits(tokens, 64)
+    assert np.abs(a - b).max() < 1e-3, np.abs(a - b).max()
+    assert (ours.extracted(tokens[:32], 8, 64) == theirs.extracted(tokens[:32], 8, 64)).all()
+
+
+def test_no_reference_leaves_memorization_out(built, tmp_path):
+    out = run_audit(tmp_path, audit_config(built, ["gpt2-finetuned"], reference=False))
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "results/audit/targets/gpt2-finetuned/audit.json")
+                        .read_text())
+    assert [m["attack"] for m in record["mia"]] == ["loss"] and "mem_bits" not in record
+    assert "No reference model was given" in (tmp_path / "results/report.html").read_text()
+
+
+def test_a_tokenizer_mismatch_stops_the_workflow_before_scoring(built, tmp_path):
+    other = tmp_path / "other-tokenizer"
+    shutil.copytree(built["reference"], other)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (other / f).unlink()
+    example.tokenizer([f"Another text {i}, another tokenizer: its merges differ." * 9
+                       for i in range(400)], tmp_path / "bpe").save_pretrained(other)
+    config = audit_config(built, ["gpt2-finetuned"])
+    config["audit"]["reference"] = str(other)
+    out = run_audit(tmp_path / "wf", config)
+    assert out.returncode != 0
+    log = (tmp_path / "wf/results/logs/audit/samples.log").read_text()
+    assert "tokenizer mismatch" in log and str(other) in log
+    assert str(built["gpt2-finetuned"]) in log
+    assert not (tmp_path / "wf/results/audit/models").exists()  # nothing was scored
+
+
+def folder_without(built, tmp_path, name: str, damage) -> str:
+    folder = tmp_path / name
+    shutil.copytree(built["gpt2-finetuned"], folder)
+    damage(folder)
+    return str(folder)
+
+
+def test_bad_input_stops_with_the_file_and_what_was_expected(built, tmp_path):
+    def samples(targets, members=built["members"], nonmembers=built["nonmembers"],
+                reference=None):
+        return write_samples(targets, reference, members, nonmembers, example.SEQ_LEN, "first",
+                             tmp_path / "out")
+
+    with pytest.raises(ModelDirError, match=r"audit.targets.x.*no/such/folder does not exist"
+                                            r".*save_pretrained"):
+        samples({"x": str(tmp_path / "no/such/folder")})
+    garbled = folder_without(built, tmp_path, "garbled",
+                             lambda f: (f / "config.json").write_text("{not json"))
+    with pytest.raises(ModelDirError, match=r"cannot load .*garbled/config.json"):
+        samples({"x": garbled})
+    truncated = folder_without(built, tmp_path, "truncated", lambda f: (
+        f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:100]))
+    with pytest.raises(ModelDirError, match=r"truncated/model.safetensors is not a readable"):
+        samples({"x": truncated})
+    no_weights = folder_without(built, tmp_path, "no-weights",
+                                lambda f: (f / "model.safetensors").unlink())
+    with pytest.raises(ModelDirError, match=r"no-weights has no weights; expected one of"):
+        samples({"x": no_weights})
+    good = {"x": str(built["gpt2-finetuned"])}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AuditError, match=r"audit.members.*empty"):
+        samples(good, members=tmp_path / "empty")
+    (tmp_path / "short.jsonl").write_text('{"text": "Call me Ishmael."}\n')
+    with pytest.raises(AuditError, match=r"audit.nonmembers.*short.jsonl has 32 tokens"):
+        samples(good, nonmembers=tmp_path / "short.jsonl")
+    with pytest.raises(AuditError, match=r"audit.nonmembers.*repeats a member"):
+        samples(good, nonmembers=built["members"])
+    assert not (tmp_path / "out").exists()  # nothing written
