@@ -69,7 +69,6 @@ def test_memorizing_models_are_caught_and_untouched_ones_are_not(built, audited,
         JOIN runs r USING (run_id) WHERE m.attack = 'loss'""").fetchall()}
     assert set(rows) == {"gpt2-finetuned", "gpt2-untouched", "llama-finetuned",
                          "llama-untouched"}
-    print(rows)
     for target, (loader, auc, n1, n0, mem, dataset, kind) in rows.items():
         assert kind == "audit"
         assert loader == ("memcap" if target.startswith("gpt2") else "transformers")
