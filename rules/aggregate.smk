@@ -51,7 +51,8 @@ rule laws:
 
 rule database:
     input:
-        tables=[table(name) for name in TABLES],
+        # verify.enabled: the predict-then-verify table joins the database and the report
+        tables=[table(name) for name in TABLES] + [VERIFY_TABLE] * VERIFY["enabled"],
         samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
     output:
         DATABASE,

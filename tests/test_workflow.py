@@ -59,9 +59,12 @@ def test_database_follows_the_contract(db):
     assert ratio < 1e-12
     assert {"params", "capacity_bits", "n_at_max", "bits_per_param",
             "saturated"} <= columns["capacity"]
-    assert {"law", "precision", "parameter", "value", "ci_low", "ci_high"} <= columns["laws"]
-    assert {"run_id", "attack", "auc", "f1_median", "f1_best", "tpr_at_1pct_fpr",
-            "tpr_at_0_1pct_fpr"} <= columns["mia"]
+    assert {"law", "precision", "parameter", "value", "ci_low", "ci_high",
+            "ci_few_seeds"} <= columns["laws"]
+    # the smoke config runs 2 seeds: every CI is flagged
+    assert db.sql("SELECT bool_and(ci_few_seeds) FROM laws").fetchall() == [(True,)]
+    assert {"run_id", "attack", "auc", "auc_se", "f1_median", "f1_best", "tpr_at_1pct_fpr",
+            "tpr_at_0_1pct_fpr", "draw_seed", "strata"} <= columns["mia"]
     assert {"run_id", "prefix_len", "split", "rate"} <= columns["extraction"]
     assert {"run_id", "rank", "sample_id", "mem_bits", "tfidf", "tokens",
             "text"} <= columns["top_samples"]
@@ -71,8 +74,13 @@ def test_database_follows_the_contract(db):
                     ("synthetic", "capacity", "mean_bits_per_param"),
                     *[(kind, "mia_f1", c) for kind in ("synthetic", "text")
                       for c in ("c1", "c2", "c3")]]
-    # per kind 12 runs × 2 attacks; 12 runs × prefixes {8, 15} × {train, heldout}
-    assert db.sql("SELECT count(*) FROM mia").fetchall()[0][0] == 48
+    # 12 runs × 4 attacks (synthetic: no oracle), 12 × 5 (text); 12 runs × prefixes {8, 15}
+    # × {train, heldout}
+    attacks = db.sql("""SELECT r.kind, list(DISTINCT attack ORDER BY attack), count(*)
+                        FROM mia JOIN runs r USING (run_id) GROUP BY ALL ORDER BY 1""")
+    assert attacks.fetchall() == [
+        ("synthetic", ["loss", "min_k", "reference", "zlib"], 48),
+        ("text", ["loss", "min_k", "reference", "reference_oracle", "zlib"], 60)]
     assert db.sql("SELECT count(*) FROM extraction").fetchall()[0][0] == 96
     # per kind 2 architectures × 3 sizes × 2 seeds; every run scored on N members + 64
     # held-out against each reference (synthetic: uniform; text: same-arch and oracle)

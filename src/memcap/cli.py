@@ -269,11 +269,14 @@ def cmd_verify_plan(a: argparse.Namespace) -> None:
 @command("verify-summary", "predicted against observed F1",
          arg("--plan", type=Path, required=True),
          arg("--evaluations", type=Path, nargs="+", required=True),
+         arg("--tolerance", type=float, required=True),
          arg("--out-table", type=Path, required=True), arg("--out-html", type=Path, required=True))
 def cmd_verify_summary(a: argparse.Namespace) -> None:
-    from memcap.verify import summarize
+    from memcap.verify import summarize, verdict
 
-    print(summarize(a.plan, a.evaluations, a.out_table, a.out_html))
+    table = summarize(a.plan, a.evaluations, a.out_table, a.out_html, a.tolerance)
+    print(table)
+    print(verdict(table))
 
 
 @command("predict", "capacity, data/capacity ratio and membership F1 for P parameters "
@@ -284,13 +287,16 @@ def cmd_verify_summary(a: argparse.Namespace) -> None:
          arg("--bits-per-token", type=float, help="entropy per token of the data"),
          arg("--vocab-size", type=int, help="uniform random tokens over V ids"),
          arg("--precision", choices=["bf16", "fp32"], default="bf16"),
+         arg("--kind", choices=["synthetic", "text"],
+             help="whose fitted membership law: synthetic or text (default: text when "
+                  "--bits-per-token is given, else synthetic)"),
          arg("--db", type=Path, default=Path("results/memcap.duckdb")),
          arg("--paper", action="store_true", help="use the paper's constants only"))
 def cmd_predict(a: argparse.Namespace) -> None:
     from memcap.predict import answer
 
     print(answer(a.params, a.n, a.seq_len, a.bits_per_token, a.vocab_size, a.precision,
-                 None if a.paper else a.db))
+                 None if a.paper else a.db, a.kind))
 
 
 def build_parser() -> argparse.ArgumentParser:

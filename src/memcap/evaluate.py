@@ -1,9 +1,10 @@
 """The evaluate stage: membership inference, extraction and TF-IDF for every run of a cell
 (docs/science.md#membership-inference, #extraction, #tf-idf).
 
-Membership inference runs every attack of memcap.metrics on the run's scores against its
-primary reference. Extraction: greedy decoding of the S−k tokens after the first k; a sample is
-extracted when the whole continuation matches.
+Membership inference runs every attack of memcap.metrics on members and non-members drawn
+alike (memcap.metrics.draw_sets: seeded, the same count per corpus in both classes), against
+the run's primary reference and, on text, the oracle too. Extraction: greedy decoding of the
+S−k tokens after the first k; a sample is extracted when the whole continuation matches.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 
 from memcap import device as dev
 from memcap.cell import Cell, Runtime
 from memcap.io import atomic_path, write_json
-from memcap.metrics import membership_inference, spearman
+from memcap.metrics import draw_sets, membership_inference, spearman, zlib_bits
 from memcap.model import PackedGPT, load_packed
 from memcap.tokenizer import load_tokenizer
 from memcap.tokens import count_rows, read_token_stack
@@ -62,17 +64,56 @@ def top_samples(scores: pl.DataFrame, train_path: Path, k: int = 20,
                                          dtype=pl.String)))
 
 
-SCORE_COLUMNS = ("sample_id", "member", "nll_bits", "ref_nll_bits", "mem_bits", "tfidf")
+SCORE_COLUMNS = ("sample_id", "member", "nll_bits", "ref_nll_bits", "mem_bits", "tfidf",
+                 "min_k_bits", "stratum")
 
 
-def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int,
+def sample_bytes(tokens: np.ndarray, decode: Callable[[list[int]], str] | None) -> bytes:
+    """What the zlib attack compresses: the decoded text (UTF-8) of a text sample, the token
+    ids as bytes (one byte each where they fit) of a synthetic one."""
+    if decode is not None:
+        return decode(tokens.tolist()).encode("utf-8")
+    return tokens.astype(np.uint8 if tokens.max(initial=0) < 256 else np.uint16).tobytes()
+
+
+def with_zlib_bits(frame: pl.DataFrame, data_path: Path,
+                   decode: Callable[[list[int]], str] | None) -> pl.DataFrame:
+    """`frame` (rows of one data file's samples) with zlib_bits: each sample's compressed size,
+    read from the file for those samples only."""
+    wanted = pl.col("sample_id").is_in(frame["sample_id"].to_list())
+    picked = pl.scan_parquet(data_path).filter(wanted).select("sample_id", "tokens").collect()
+    sizes = pl.DataFrame({"sample_id": picked["sample_id"],
+                          "zlib_bits": [zlib_bits(sample_bytes(t, decode))
+                                        for t in picked["tokens"].to_numpy()]})
+    return frame.join(sizes, on="sample_id", how="left")
+
+
+def membership_sets(scores: Path, train_path: Path, heldout_path: Path, mia_samples: int,
+                    seed: int, run_seed: int, decode: Callable[[list[int]], str] | None
+                    ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """The members and non-members the attacks compare (draw_sets on the primary reference's
+    rows), with every attack's column: the oracle's code lengths where the run has an oracle
+    reference, and the zlib sizes of the drawn samples."""
+    frame = pl.scan_parquet(scores)
+    primary = frame.filter(pl.col("primary_reference")).select(SCORE_COLUMNS).collect()
+    members, others, draw = draw_sets(primary, mia_samples, seed, run_seed)
+    oracle = (frame.filter(pl.col("reference") == "oracle")
+              .select("sample_id", oracle_nll_bits="ref_nll_bits").collect())
+    if oracle.height:
+        members, others = (f.join(oracle, on="sample_id", how="left") for f in (members, others))
+    return (with_zlib_bits(members, train_path, decode),
+            with_zlib_bits(others, heldout_path, decode), draw)
+
+
+def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int, mia_seed: int,
                   extraction_prefixes: list[int], extraction_samples: int) -> list[dict]:
     """MIA, extraction and TF-IDF for every seed of a cell (the settings are the config's
     `evaluate:` section).
 
     Writes per seed `evaluation.json` (mia and extraction rows, TF-IDF correlation) and
     `top_samples.parquet` (the 20 most memorized training samples, decoded with the cell's
-    tokenizer when it has one). Scores against the primary reference only.
+    tokenizer when it has one). Each run's membership sets are drawn with (mia_seed, its seed):
+    rerunning draws the same sets.
     """
     spec = cell.spec
     device = dev.resolve_device(runtime.device)
@@ -97,9 +138,12 @@ def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int,
         scores = (pl.scan_parquet(out / "scores.parquet").filter(pl.col("primary_reference"))
                   .select(SCORE_COLUMNS).collect().with_columns(run_id=pl.lit(run)))
         members = scores.filter(pl.col("member"))
+        mia_sets = membership_sets(out / "scores.parquet", Path(cell.train_data[m]),
+                                   Path(cell.heldout_data[m]), mia_samples, mia_seed, seed,
+                                   decode)
         record = {
             "run_id": run, "seed": seed, "n": spec.n,
-            "mia": [{"run_id": run, **r} for r in membership_inference(scores, mia_samples)],
+            "mia": [{"run_id": run, **r} for r in membership_inference(*mia_sets)],
             "extraction": [{"run_id": run, "prefix_len": k, "split": split,
                             "rate": float(extracted[split, k][m]), "n_samples": m_ext}
                            for split in splits for k in prefixes],

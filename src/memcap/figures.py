@@ -14,7 +14,7 @@ import altair as alt
 import numpy as np
 import polars as pl
 
-from memcap.metrics import attack_scores, balanced_sets, roc_curve
+from memcap.metrics import attack_scores, draw_sets, roc_curve
 from memcap.paper import PAPER_ALPHA_BF16, PAPER_MIA
 from memcap.paths import FIGURES
 from memcap.quantities import LAW_SEQ_LEN, mia_f1, sequences_per_param
@@ -22,7 +22,7 @@ from memcap.quantities import LAW_SEQ_LEN, mia_f1, sequences_per_param
 WIDTH, HEIGHT = 520, 340
 TABLE_NAMES = ("runs", "memorization", "capacity", "laws", "mia", "extraction",
                "double_descent")
-SCORE_COLUMNS = ("run_id", "sample_id", "member", "nll_bits")
+SCORE_COLUMNS = ("run_id", "sample_id", "member", "nll_bits", "stratum")
 
 
 @dataclass(frozen=True)
@@ -203,16 +203,17 @@ def bits_per_param(t: Tables) -> alt.Chart:
 
 def _roc_points(t: Tables) -> pl.DataFrame:
     """ROC curves of the loss attack for seed 0 of every cell of one precision (the first by
-    name: bf16 when the grid has it), on the attack's balanced sets."""
+    name: bf16 when the grid has it), on the members and non-members the attack drew."""
     runs = (t.runs.filter(t.first_seed() & (pl.col("precision") == t.runs["precision"].min()))
-            .join(t.mia.filter(pl.col("attack") == "loss").select("run_id", "n_members"),
-                  on="run_id")
+            .join(t.mia.filter(pl.col("attack") == "loss")
+                  .select("run_id", "n_members", "draw_seed"), on="run_id")
             .select("run_id", _kind_arch(), (pl.col("kind") == "text").alias("text"),
-                    "params", "n", "precision", "n_members")
+                    "params", "n", "precision", "seed", "n_members", "draw_seed")
             .sort("params", "arch", "n", "precision"))
     frames = []
     for run in runs.iter_rows(named=True):
-        members, others = balanced_sets(t.primary_scores(run["run_id"]), run["n_members"])
+        members, others, _ = draw_sets(t.primary_scores(run["run_id"]), run["n_members"],
+                                       run["draw_seed"], run["seed"])
         fpr, tpr = thin_roc(*roc_curve(attack_scores(members, "loss"),
                                        attack_scores(others, "loss")))
         frames.append(pl.DataFrame({"fpr": fpr, "tpr": tpr}).with_columns(
