@@ -141,13 +141,18 @@ def test_science_of_the_smoke_run(db):
 def test_figures_and_report(smoke):
     figs = smoke / "results/figures"
     for name in ("memorization_vs_n", "capacity_vs_params", "bits_per_param", "mia_roc",
-                 "mia_histograms", "mia_law", "extraction_vs_n", "double_descent"):
+                 "mia_attacks", "mia_histograms", "mia_law", "extraction_vs_n",
+                 "double_descent"):
         html = (figs / f"{name}.html").read_text()
         assert "vega" in html and not re.search(r"<script[^>]+src=['\"]https?:", html)
         assert (figs / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (smoke / "results/report.html").read_text()
     assert "Bits per parameter" in report and "lower bound" in report
-    assert report.count("data:image/png;base64,") == 8
+    assert report.count("data:image/png;base64,") == 9
+    # every attack in the report, and the warning that 2 seeds give no confidence interval
+    for attack in ("reference_oracle", "zlib", "min_k"):
+        assert attack in report
+    assert "CIs from 2 seeds" in report
     for section in ("Membership inference", "Membership-inference law", "validation table",
                     "Extraction", "most memorized", "Real text", "Double descent",
                     "held-out loss peaks"):
@@ -201,6 +206,19 @@ def test_a_hyperparameter_reruns_only_the_cells_it_affects(smoke):
     assert plan(smoke, edited(smoke, "textlr", text_only)) == {
         "train": 6, "score": 6, "evaluate": 6, "same_arch_reference": 2,
         "oracle_reference": 1, **AGGREGATES}
+
+
+def test_a_budget_reruns_only_the_cells_whose_steps_change(smoke):
+    # 300 steps at batch 32: train.min_passes 100 (config.yaml) already lifts N = 128 to 400
+    # steps; 150 lifts it to 600 and leaves N = 8 and 32 at 300
+    def more(cfg):
+        cfg["train"]["min_passes"] = 150
+    assert plan(smoke, edited(smoke, "passes", more)) == {"train": 2, "score": 2,
+                                                          "evaluate": 2, **AGGREGATES}
+
+    def no_step_changes(cfg):  # text: 1 pass of 1,024 samples is far below 1,000 steps
+        cfg["text"]["train"] = {"min_passes": 1}
+    assert plan(smoke, edited(smoke, "textpasses", no_step_changes)) == {}
 
 
 def test_an_evaluation_setting_reruns_only_evaluation(smoke):

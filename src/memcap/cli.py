@@ -236,11 +236,13 @@ def cmd_database(a: argparse.Namespace) -> None:
 @command("figures", "Altair figures as HTML and PNG",
          arg("--tables-dir", type=Path, required=True),
          arg("--samples", type=Path, nargs="+", required=True, help="per-run score files"),
+         arg("--mia-sets", type=Path, nargs="+", required=True,
+             help="per-run membership sets (mia_sets.parquet)"),
          arg("--out-dir", type=Path, required=True))
 def cmd_figures(a: argparse.Namespace) -> None:
     from memcap.figures import write_figures
 
-    for path in write_figures(a.tables_dir, a.samples, a.out_dir):
+    for path in write_figures(a.tables_dir, a.samples, a.mia_sets, a.out_dir):
         print(f"wrote {path}")
 
 

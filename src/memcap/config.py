@@ -218,10 +218,11 @@ def shape(config: dict, kind: str) -> tuple[int, int]:
     return config["synthetic"]["vocab_size"], config["synthetic"]["seq_len"]
 
 
-def budget_keys() -> set[str]:
+@functools.cache
+def budget_keys() -> frozenset[str]:
     """The train keys that only set a cell's step count (marked x-budget in the schema)."""
-    return {k for k, v in schema()["properties"]["train"]["properties"].items()
-            if v.get("x-budget")}
+    return frozenset(k for k, v in schema()["properties"]["train"]["properties"].items()
+                     if v.get("x-budget"))
 
 
 def budget_steps(steps: int, min_passes: float, n: int, batch_size: int) -> int:

@@ -19,7 +19,7 @@ import torch
 from memcap import device as dev
 from memcap.cell import Cell, Runtime
 from memcap.io import atomic_path, write_json
-from memcap.metrics import draw_sets, membership_inference, spearman, zlib_bits
+from memcap.metrics import attack_frame, draw_sets, membership_inference, spearman, zlib_bits
 from memcap.model import PackedGPT, load_packed
 from memcap.tokenizer import load_tokenizer
 from memcap.tokens import count_rows, read_token_stack
@@ -92,8 +92,8 @@ def membership_sets(scores: Path, train_path: Path, heldout_path: Path, mia_samp
                     seed: int, run_seed: int, decode: Callable[[list[int]], str] | None
                     ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """The members and non-members the attacks compare (draw_sets on the primary reference's
-    rows), with every attack's column: the oracle's code lengths where the run has an oracle
-    reference, and the zlib sizes of the drawn samples."""
+    rows), with every attack's input column: the oracle's code lengths where the run has an
+    oracle reference, and the zlib sizes of the drawn samples; and the draw's record."""
     frame = pl.scan_parquet(scores)
     primary = frame.filter(pl.col("primary_reference")).select(SCORE_COLUMNS).collect()
     members, others, draw = draw_sets(primary, mia_samples, seed, run_seed)
@@ -110,7 +110,8 @@ def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int, mia_seed: i
     """MIA, extraction and TF-IDF for every seed of a cell (the settings are the config's
     `evaluate:` section).
 
-    Writes per seed `evaluation.json` (mia and extraction rows, TF-IDF correlation) and
+    Writes per seed `evaluation.json` (mia and extraction rows, TF-IDF correlation),
+    `mia_sets.parquet` (the drawn members and non-members, each attack's score) and
     `top_samples.parquet` (the 20 most memorized training samples, decoded with the cell's
     tokenizer when it has one). Each run's membership sets are drawn with (mia_seed, its seed):
     rerunning draws the same sets.
@@ -138,18 +139,21 @@ def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int, mia_seed: i
         scores = (pl.scan_parquet(out / "scores.parquet").filter(pl.col("primary_reference"))
                   .select(SCORE_COLUMNS).collect().with_columns(run_id=pl.lit(run)))
         members = scores.filter(pl.col("member"))
-        mia_sets = membership_sets(out / "scores.parquet", Path(cell.train_data[m]),
-                                   Path(cell.heldout_data[m]), mia_samples, mia_seed, seed,
-                                   decode)
+        members_set, others_set, draw = membership_sets(
+            out / "scores.parquet", Path(cell.train_data[m]), Path(cell.heldout_data[m]),
+            mia_samples, mia_seed, seed, decode)
+        sets = attack_frame(members_set, others_set)
         record = {
             "run_id": run, "seed": seed, "n": spec.n,
-            "mia": [{"run_id": run, **r} for r in membership_inference(*mia_sets)],
+            "mia": [{"run_id": run, **r} for r in membership_inference(sets, draw)],
             "extraction": [{"run_id": run, "prefix_len": k, "split": split,
                             "rate": float(extracted[split, k][m]), "n_samples": m_ext}
                            for split in splits for k in prefixes],
             "tfidf_mem_spearman": spearman(members["tfidf"].to_numpy(),
                                            members["mem_bits"].to_numpy()),
         }
+        with atomic_path(out / "mia_sets.parquet") as tmp:
+            sets.with_columns(run_id=pl.lit(run)).write_parquet(tmp)
         with atomic_path(out / "top_samples.parquet") as tmp:
             top_samples(scores, Path(cell.train_data[m]), decode=decode).write_parquet(tmp)
         write_json(out / "evaluation.json", record)

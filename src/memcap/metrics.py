@@ -165,16 +165,28 @@ def attack_scores(frame: pl.DataFrame, attack: str) -> np.ndarray:
     return other - nll  # reference-calibrated: nll(x | θ) − nll(x | θ̂)
 
 
-def membership_inference(members: pl.DataFrame, others: pl.DataFrame,
-                         draw: dict) -> list[dict]:
-    """Every attack whose column both sets carry (non-null), on sets from draw_sets. One row
-    per attack, with the draw's record and the AUC's standard error."""
+def available_attacks(frame: pl.DataFrame) -> list[str]:
+    """The attacks whose column `frame` carries with no missing value."""
+    return [a for a in ATTACKS if ATTACK_COLUMNS[a] in frame.columns
+            and not frame[ATTACK_COLUMNS[a]].null_count()]
+
+
+def attack_frame(members: pl.DataFrame, others: pl.DataFrame) -> pl.DataFrame:
+    """The drawn samples (sample_id, member, stratum) with one column per attack, its score
+    (`loss`, `reference`, ...): what the attacks compared, kept for the ROC figures."""
+    frame = pl.concat([members, others], how="diagonal_relaxed")
+    attacks = [a for a in available_attacks(members) if a in available_attacks(others)]
+    return frame.select("sample_id", "member", "stratum").with_columns(
+        **{a: pl.Series(attack_scores(frame, a), dtype=pl.Float64) for a in attacks})
+
+
+def membership_inference(sets: pl.DataFrame, draw: dict) -> list[dict]:
+    """Every attack of an attack_frame: one row per attack, with the draw's record and the
+    AUC's standard error."""
+    members, others = sets.filter(pl.col("member")), sets.filter(~pl.col("member"))
     rows = []
-    for attack in ATTACKS:
-        col = ATTACK_COLUMNS[attack]
-        if col not in members.columns or members[col].null_count() or others[col].null_count():
-            continue
-        metrics = attack_metrics(attack_scores(members, attack), attack_scores(others, attack))
+    for attack in (a for a in ATTACKS if a in sets.columns):
+        metrics = attack_metrics(members[attack].to_numpy(), others[attack].to_numpy())
         rows.append({"attack": attack, "n_members": members.height,
                      "n_nonmembers": others.height, **metrics,
                      "auc_se": auc_standard_error(metrics["auc"], members.height, others.height),

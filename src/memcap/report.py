@@ -153,6 +153,7 @@ def render(data: dict, fdir: Path) -> str:
                           ("bits_per_param", "Bits per parameter per architecture"),
                           ("mia_law", "Membership inference F1 against tokens per parameter"),
                           ("mia_roc", "ROC of the loss attack"),
+                          ("mia_attacks", "ROC of every attack on one run per kind"),
                           ("mia_histograms", "Member and held-out code lengths"),
                           ("extraction_vs_n", "Extraction rate against dataset size")):
         parts.append(f"<h3>{caption}</h3>{_figure(fdir, name, caption)}")
