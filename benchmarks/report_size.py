@@ -38,9 +38,11 @@ from memcap.shapes import param_count  # noqa: E402
 PER_RUN = ("memorization_by_reference", "mia", "extraction", "top_samples")
 
 
-def grid_tables(template: Path, config: dict, out: Path, rng: np.random.Generator) -> list[Path]:
+def grid_tables(template: Path, config: dict, out: Path,
+                rng: np.random.Generator) -> tuple[list[Path], list[Path]]:
     """The collected tables of the config's synthetic grid, from the template's synthetic
-    runs; writes them (and seed-0 score files) under out; returns the score files."""
+    runs; writes them (and seed-0 score and membership-set files) under out; returns the
+    score files and the set files."""
     tdir = template / "tables"
     runs_t = pl.read_parquet(tdir / "runs.parquet").filter(pl.col("kind") == "synthetic")
     mem_t = pl.read_parquet(template / "collected/memorization.parquet")
@@ -49,7 +51,7 @@ def grid_tables(template: Path, config: dict, out: Path, rng: np.random.Generato
     syn = config["synthetic"]
     V, S, mia_samples = syn["vocab_size"], syn["seq_len"], config["evaluate"]["mia_samples"]
     archs = {arch_id(a): a for a in config["architectures"]}
-    rows, mem, tables, score_files = [], [], {k: [] for k in PER_RUN}, []
+    rows, mem, tables, score_files, set_files = [], [], {k: [] for k in PER_RUN}, [], []
     plan = [(c, s) for c in cells(config, "synthetic") for s in config["seeds"]]
     for i, (cell, seed) in enumerate(plan):
         t = templates[i % len(templates)]
@@ -67,7 +69,11 @@ def grid_tables(template: Path, config: dict, out: Path, rng: np.random.Generato
                 run_id=pl.lit(rid)))
         if seed == config["seeds"][0]:
             path = out / "scores" / f"{len(score_files)}.parquet"
-            score_files.append(score_file(template, t, rid, mia_samples, path, rng))
+            score_files.append(run_file(template, t, "scores.parquet", rid, mia_samples, path,
+                                        rng))
+            path = out / "sets" / f"{len(set_files)}.parquet"
+            set_files.append(run_file(template, t, "mia_sets.parquet", rid, mia_samples, path,
+                                      rng))
     collected = {"runs": pl.DataFrame(rows, schema=runs_t.schema),
                  **{k: pl.concat(v) for k, v in tables.items()},
                  "reference_models": pl.read_parquet(tdir / "reference_models.parquet").clear(),
@@ -76,24 +82,28 @@ def grid_tables(template: Path, config: dict, out: Path, rng: np.random.Generato
     for name in COLLECTED:
         collected[name].write_parquet(out / f"tables/{name}.parquet")
     pl.concat(mem).write_parquet(out / "collected.parquet")
-    return score_files
+    return score_files, set_files
 
 
-def score_file(template: Path, t: dict, rid: str, rows: int, path: Path,
-               rng: np.random.Generator) -> Path:
-    """A seed-0 run's scores: `rows` members and `rows` non-members resampled (with jitter)
-    from the template run's primary scores."""
+def run_file(template: Path, t: dict, name: str, rid: str, rows: int, path: Path,
+             rng: np.random.Generator) -> Path:
+    """A seed-0 run's scores.parquet (its primary reference's rows) or mia_sets.parquet:
+    `rows` members and `rows` non-members resampled (with jitter on the scores) from the
+    template run's file."""
     src = next(template.glob(f"runs/kind=synthetic/*/*/arch={t['arch']}/"
-                             f"precision={t['precision']}/n={t['n']}/seed={t['seed']}/"
-                             "scores.parquet"))
-    scores = pl.read_parquet(src).filter(pl.col("primary_reference"))
+                             f"precision={t['precision']}/n={t['n']}/seed={t['seed']}/{name}"))
+    scores = pl.read_parquet(src, hive_partitioning=False)
+    if "primary_reference" in scores.columns:
+        scores = scores.filter(pl.col("primary_reference"))
+    jittered = [c for c in ("nll_bits", "loss", "reference", "zlib", "min_k")
+                if c in scores.columns]
     parts = []
     for member in (True, False):
         part = scores.filter(pl.col("member") == member)
         pick = part[rng.integers(0, part.height, rows)]
         parts.append(pick.with_columns(
             sample_id=pl.int_range(0, rows, dtype=pl.Int64) + (0 if member else 1 << 40),
-            nll_bits=pl.col("nll_bits") + pl.Series(rng.normal(0, 0.5, rows))))
+            **{c: pl.col(c) + pl.Series(rng.normal(0, 0.5, rows)) for c in jittered}))
     path.parent.mkdir(parents=True, exist_ok=True)
     pl.concat(parts).with_columns(run_id=pl.lit(rid)).write_parquet(path)
     return path
@@ -110,13 +120,14 @@ def main() -> None:
     config = validate_config(yaml.safe_load(args.config.read_text()))
     with tempfile.TemporaryDirectory() as tmp:
         out = args.workdir or Path(tmp)
-        score_files = grid_tables(args.template, config, out, np.random.default_rng(0))
+        score_files, set_files = grid_tables(args.template, config, out,
+                                             np.random.default_rng(0))
         tables = out / "tables"
         fit_laws(tables / "runs.parquet", out / "collected.parquet", tables / "mia.parquet",
                  {name: tables / f"{name}.parquet" for name in FITTED}, **config["laws"])
         table_files = [tables / f"{name}.parquet" for name in COLLECTED + FITTED]
         build_database(out / "memcap.duckdb", table_files, score_files)
-        figures = write_figures(tables, score_files, out / "figures")
+        figures = write_figures(tables, score_files, set_files, out / "figures")
         write_report(out / "memcap.duckdb", out / "figures", out / "report.html")
         runs = pl.read_parquet(tables / "runs.parquet").height
         print(f"{args.config.name}: {runs:,} runs, {len(score_files):,} score files")

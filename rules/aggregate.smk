@@ -51,7 +51,9 @@ rule laws:
 
 rule database:
     input:
-        tables=[table(name) for name in TABLES] if GRID else [],
+        # verify.enabled: the predict-then-verify table joins the database and the report
+        tables=([table(name) for name in TABLES] + [VERIFY_TABLE] * VERIFY["enabled"])
+        if GRID else [],
         samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
         audit_tables=audit_files()["tables"],
         audit_samples=audit_files()["samples"],

@@ -13,7 +13,7 @@ from memcap.paths import AUDIT_TABLES, AUDIT_TARGET
 from memcap.paths import (CELL, COLLECTED, COLLECTED_MEMORIZATION, DATA, DATABASE,
                           DOCS, FIGURES, FIGURES_DIR, FITTED, ORACLE, ORACLE_RECORD, POOL,
                           REGISTRY, REPORT, RUN, SAME_ARCH, SAME_ARCH_RECORD, TABLES,
-                          TABLES_DIR, TEXT_STATS, TOKENIZER, table)
+                          TABLES_DIR, TEXT_STATS, TOKENIZER, VERIFY_TABLE, table)
 from memcap.shapes import param_count
 from memcap.tokens import count_rows
 

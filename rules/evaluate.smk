@@ -1,5 +1,6 @@
-# Evaluation: membership inference (loss and reference-calibrated attacks), greedy extraction
-# from prefixes, and the most memorized samples; one job per cell.
+# Evaluation: membership inference (loss, reference-calibrated, zlib and Min-K% attacks on
+# members and non-members drawn alike), greedy extraction from prefixes, and the most memorized
+# samples; one job per cell.
 
 
 rule evaluate:
@@ -12,6 +13,7 @@ rule evaluate:
     output:
         records=expand(f"{RUN}/evaluation.json", seed=SEEDS, allow_missing=True),
         top=expand(f"{RUN}/top_samples.parquet", seed=SEEDS, allow_missing=True),
+        sets=expand(f"{RUN}/mia_sets.parquet", seed=SEEDS, allow_missing=True),
     params:
         cell=cell_json,
         settings=shlex.quote(json.dumps(config["evaluate"], sort_keys=True)),

@@ -11,6 +11,7 @@ rule figures:
     input:
         tables=[table(name) for name in TABLES],
         samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
+        mia_sets=lambda wc: [f"{d}/mia_sets.parquet" for d in all_run_dirs()],
     output:
         html=expand(f"{FIGURES_DIR}/{{name}}.html", name=FIGURES),
         png=expand(f"{FIGURES_DIR}/{{name}}.png", name=FIGURES),
@@ -20,7 +21,7 @@ rule figures:
         "results/logs/figures.log",
     shell:
         f"python -m memcap figures --tables-dir {TABLES_DIR} --samples {{input.samples}}"
-        f" --out-dir {FIGURES_DIR} > {{log}} 2>&1"
+        f" --mia-sets {{input.mia_sets}} --out-dir {FIGURES_DIR} > {{log}} 2>&1"
 
 
 rule report:

@@ -34,12 +34,15 @@ rule verify:
         plan="results/verify/plan.json",
         evaluations=verify_evaluations,
     output:
-        table="results/verify/verify.parquet",
+        table=VERIFY_TABLE,
         html="results/verify/report.html",
+    params:
+        tolerance=VERIFY["tolerance"],
     conda:
         ENV
     log:
         "results/logs/verify.log",
     shell:
         "python -m memcap verify-summary --plan {input.plan} --evaluations {input.evaluations}"
-        " --out-table {output.table} --out-html {output.html} > {log} 2>&1"
+        " --tolerance {params.tolerance} --out-table {output.table} --out-html {output.html}"
+        " > {log} 2>&1"

@@ -1,4 +1,5 @@
 import copy
+import math
 
 import pytest
 import yaml
@@ -166,3 +167,23 @@ def test_verify_defaults_to_the_largest_model(cfg):
     assert out["verify"]["arch"] == "L1-d32" and out["verify"]["precision"] == "fp32"
     cfg["verify"] = {"arch": "L9-d9"}
     assert "verify.arch" in _error(cfg)
+
+
+def test_min_passes_raises_the_steps_of_large_datasets_only(cfg):
+    cfg["train"].update(steps=1500, batch_size=64, min_passes=150)
+    cfg["architectures"][0]["train"] = {"min_passes": 300}
+    out = validate_config(cfg)
+    steps = {(a, n): train_spec(out, "synthetic", a, "fp32", n)["steps"]
+             for a in ("L1-d8", "L1-d32") for n in (16, 512, 9459)}
+    # 1,500 steps at batch 64 already give 512 samples 187.5 passes
+    assert steps["L1-d32", 16] == steps["L1-d32", 512] == 1500
+    assert steps["L1-d32", 9459] == math.ceil(150 * 9459 / 64)  # 22,170
+    assert steps["L1-d8", 512] == 2400 and steps["L1-d8", 9459] == math.ceil(300 * 9459 / 64)
+    # a budget key is resolved, not a field of the spec: editing it where it changes no step
+    # count leaves those cells' specs (and so their cached results) as they were
+    spec = train_spec(out, "synthetic", "L1-d32", "fp32", 16)
+    assert "min_passes" not in spec
+    cfg["train"]["min_passes"] = 100
+    assert train_spec(validate_config(cfg), "synthetic", "L1-d32", "fp32", 16) == spec
+    cfg["train"]["min_passes"] = -1
+    assert "train.min_passes" in _error(cfg)

@@ -59,9 +59,12 @@ def test_database_follows_the_contract(db):
     assert ratio < 1e-12
     assert {"params", "capacity_bits", "n_at_max", "bits_per_param",
             "saturated"} <= columns["capacity"]
-    assert {"law", "precision", "parameter", "value", "ci_low", "ci_high"} <= columns["laws"]
-    assert {"run_id", "attack", "auc", "f1_median", "f1_best", "tpr_at_1pct_fpr",
-            "tpr_at_0_1pct_fpr"} <= columns["mia"]
+    assert {"law", "precision", "parameter", "value", "ci_low", "ci_high",
+            "ci_few_seeds"} <= columns["laws"]
+    # the smoke config runs 2 seeds: every CI is flagged
+    assert db.sql("SELECT bool_and(ci_few_seeds) FROM laws").fetchall() == [(True,)]
+    assert {"run_id", "attack", "auc", "auc_se", "f1_median", "f1_best", "tpr_at_1pct_fpr",
+            "tpr_at_0_1pct_fpr", "draw_seed", "strata"} <= columns["mia"]
     assert {"run_id", "prefix_len", "split", "rate"} <= columns["extraction"]
     assert {"run_id", "rank", "sample_id", "mem_bits", "tfidf", "tokens",
             "text"} <= columns["top_samples"]
@@ -71,8 +74,13 @@ def test_database_follows_the_contract(db):
                     ("synthetic", "capacity", "mean_bits_per_param"),
                     *[(kind, "mia_f1", c) for kind in ("synthetic", "text")
                       for c in ("c1", "c2", "c3")]]
-    # per kind 12 runs × 2 attacks; 12 runs × prefixes {8, 15} × {train, heldout}
-    assert db.sql("SELECT count(*) FROM mia").fetchall()[0][0] == 48
+    # 12 runs × 4 attacks (synthetic: no oracle), 12 × 5 (text); 12 runs × prefixes {8, 15}
+    # × {train, heldout}
+    attacks = db.sql("""SELECT r.kind, list(DISTINCT attack ORDER BY attack), count(*)
+                        FROM mia JOIN runs r USING (run_id) GROUP BY ALL ORDER BY 1""")
+    assert attacks.fetchall() == [
+        ("synthetic", ["loss", "min_k", "reference", "zlib"], 48),
+        ("text", ["loss", "min_k", "reference", "reference_oracle", "zlib"], 60)]
     assert db.sql("SELECT count(*) FROM extraction").fetchall()[0][0] == 96
     # per kind 2 architectures × 3 sizes × 2 seeds; every run scored on N members + 64
     # held-out against each reference (synthetic: uniform; text: same-arch and oracle)
@@ -133,13 +141,18 @@ def test_science_of_the_smoke_run(db):
 def test_figures_and_report(smoke):
     figs = smoke / "results/figures"
     for name in ("memorization_vs_n", "capacity_vs_params", "bits_per_param", "mia_roc",
-                 "mia_histograms", "mia_law", "extraction_vs_n", "double_descent"):
+                 "mia_attacks", "mia_histograms", "mia_law", "extraction_vs_n",
+                 "double_descent"):
         html = (figs / f"{name}.html").read_text()
         assert "vega" in html and not re.search(r"<script[^>]+src=['\"]https?:", html)
         assert (figs / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (smoke / "results/report.html").read_text()
     assert "Bits per parameter" in report and "lower bound" in report
-    assert report.count("data:image/png;base64,") == 8
+    assert report.count("data:image/png;base64,") == 9
+    # every attack in the report, and the warning that 2 seeds give no confidence interval
+    for attack in ("reference_oracle", "zlib", "min_k"):
+        assert attack in report
+    assert "CIs from 2 seeds" in report
     for section in ("Membership inference", "Membership-inference law", "validation table",
                     "Extraction", "most memorized", "Real text", "Double descent",
                     "held-out loss peaks"):
@@ -193,6 +206,19 @@ def test_a_hyperparameter_reruns_only_the_cells_it_affects(smoke):
     assert plan(smoke, edited(smoke, "textlr", text_only)) == {
         "train": 6, "score": 6, "evaluate": 6, "same_arch_reference": 2,
         "oracle_reference": 1, **AGGREGATES}
+
+
+def test_a_budget_reruns_only_the_cells_whose_steps_change(smoke):
+    # 300 steps at batch 32: train.min_passes 100 (config.yaml) already lifts N = 128 to 400
+    # steps; 150 lifts it to 600 and leaves N = 8 and 32 at 300
+    def more(cfg):
+        cfg["train"]["min_passes"] = 150
+    assert plan(smoke, edited(smoke, "passes", more)) == {"train": 2, "score": 2,
+                                                          "evaluate": 2, **AGGREGATES}
+
+    def no_step_changes(cfg):  # text: 1 pass of 1,024 samples is far below 1,000 steps
+        cfg["text"]["train"] = {"min_passes": 1}
+    assert plan(smoke, edited(smoke, "textpasses", no_step_changes)) == {}
 
 
 def test_an_evaluation_setting_reruns_only_evaluation(smoke):

@@ -38,9 +38,23 @@ from memcap.causal_lm import (
 )
 from memcap.cell import Runtime
 from memcap.io import atomic_path, read_json, write_json
-from memcap.metrics import ATTACKS, membership_inference, spearman, tfidf
+from memcap.metrics import (
+    MIN_K_FRAC,
+    attack_frame,
+    draw_sets,
+    membership_inference,
+    spearman,
+    tfidf,
+)
 from memcap.quantities import nats_per_token
-from memcap.samples import cut_samples, dedup_mask, memorization_totals, scores_frame, top_samples
+from memcap.samples import (
+    cut_samples,
+    dedup_mask,
+    memorization_totals,
+    scores_frame,
+    top_samples,
+    with_zlib_bits,
+)
 from memcap.tokens import HELDOUT_ID_OFFSET, read_tokens, tokens_frame
 
 SETS = ("members", "nonmembers")
@@ -138,10 +152,10 @@ def score_model(model_dir: Path, key: str, samples_dir: Path, out_dir: Path,
     frames, losses = [], {}
     for name in SETS:
         ids, toks = read_tokens(samples_dir / f"{name}.parquet")
-        bits = model.nll_bits(toks, runtime.score_batch_size)
+        bits, low = model.scores(toks, runtime.score_batch_size, MIN_K_FRAC)
         losses[name] = nats_per_token(float(bits.mean()), seq_len)
         frames.append(pl.DataFrame({"sample_id": ids, "member": name == "members",
-                                    "nll_bits": bits}))
+                                    "nll_bits": bits, "min_k_bits": low}))
     with atomic_path(out_dir / "scores.parquet") as tmp:
         pl.concat(frames).write_parquet(tmp)
     write_json(out_dir / "score.json", {
@@ -156,8 +170,10 @@ def score_model(model_dir: Path, key: str, samples_dir: Path, out_dir: Path,
 
 # ---------------------------------------------------------------- evaluation
 
-def _read_scores(model_dir: Path, ids: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A model's nll_bits per set, in the order of the sample files' ids."""
+def _read_scores(model_dir: Path, ids: dict[str, np.ndarray],
+                 column: str = "nll_bits") -> dict[str, np.ndarray]:
+    """A model's nll_bits (or another column of its scores) per set, in the order of the
+    sample files' ids."""
     scores = pl.read_parquet(Path(model_dir) / "scores.parquet")
     out = {}
     for name in SETS:
@@ -167,14 +183,14 @@ def _read_scores(model_dir: Path, ids: dict[str, np.ndarray]) -> dict[str, np.nd
             raise AuditError(f"{model_dir}/scores.parquet scored other {name} than the "
                              "samples; rerun the audit's scoring")
         bits = np.empty(len(order))
-        bits[order] = part["nll_bits"].to_numpy()
+        bits[order] = part[column].to_numpy()
         out[name] = bits
     return out
 
 
 def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores: Path,
                     reference_scores: Path | None, out_dir: Path, runtime: Runtime, *,
-                    mia_samples: int, extraction_prefixes: list[int],
+                    mia_samples: int, mia_seed: int, extraction_prefixes: list[int],
                     extraction_samples: int) -> dict:
     """Memorization, membership inference, extraction, TF-IDF and top samples of one target
     (the settings are the config's `evaluate:` section) -> out_dir."""
@@ -187,6 +203,7 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
         ids[s], toks[s] = read_tokens(files[s])
     target = read_json(Path(target_scores) / "score.json")
     bits = _read_scores(target_scores, ids)
+    min_k = _read_scores(target_scores, ids, "min_k_bits")
     ref = read_json(Path(reference_scores) / "score.json") if reference_scores else None
     ref_bits = _read_scores(reference_scores, ids) if reference_scores else None
     run = run_id(name)
@@ -194,11 +211,18 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
     ref_name = REFERENCE if ref else "none"
     scores = pl.concat([
         scores_frame(run, ids["members"], True, bits["members"],
-                     ref_bits["members"] if ref else None, tf, ref_name),
+                     ref_bits["members"] if ref else None, tf, ref_name, min_k_bits=min_k[s])
+        if s == "members" else
         scores_frame(run, ids["nonmembers"], False, bits["nonmembers"],
-                     ref_bits["nonmembers"] if ref else None, None, ref_name)])
-    mia = [{"run_id": run, **r} for r in membership_inference(
-        scores, mia_samples, ATTACKS if ref else ("loss",))]
+                     ref_bits["nonmembers"] if ref else None, None, ref_name,
+                     min_k_bits=min_k[s])
+        for s in SETS])
+    tokenizer = load_tokenizer(info["tokenizer_dir"], f"audit.targets.{name}")
+    drawn_members, drawn_others, draw = draw_sets(scores, mia_samples, mia_seed)
+    sets = attack_frame(*(
+        with_zlib_bits(frame, files[s], tokenizer.decode)
+        for frame, s in ((drawn_members, "members"), (drawn_others, "nonmembers"))))
+    mia = [{"run_id": run, **r} for r in membership_inference(sets, draw)]
 
     device = dev.resolve_device(runtime.device)
     dev.configure(device, "fp32", runtime.threads)
@@ -247,7 +271,6 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
             "memorizable_fraction": totals["mem_bits"] / totals["dataset_bits"],
             "bits_per_param": totals["mem_bits"] / target["params"],
             "tfidf_mem_spearman": rho if np.isfinite(rho) else None}])
-        tokenizer = load_tokenizer(info["tokenizer_dir"], f"audit.targets.{name}")
         tables["top_samples"] = top_samples(scores, files["members"], decode=tokenizer.decode)
         record.update(totals, tfidf_mem_spearman=rho if np.isfinite(rho) else None)
     with atomic_path(out_dir / "scores.parquet") as tmp:

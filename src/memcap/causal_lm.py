@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from memcap import device as dev
-from memcap.model import PackedGPT, n_heads, sequence_nll_bits, sequences_per_chunk
+from memcap.model import PackedGPT, n_heads, sequence_scores, sequences_per_chunk
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -168,18 +168,34 @@ class CausalLM:
     @torch.no_grad()
     def nll_bits(self, tokens: np.ndarray, batch_size: int) -> np.ndarray:
         """Code length in bits of every sequence (t = 2..S): tokens (N, S) -> (N,) fp64."""
+        return self.scores(tokens, batch_size)[0]
+
+    @torch.no_grad()
+    def scores(self, tokens: np.ndarray, batch_size: int,
+               min_k_frac: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(code length in bits of every sequence, t = 2..S, and with min_k_frac the mean code
+        length of its ⌈k·(S−1)⌉ least likely tokens): tokens (N, S) -> (N,) fp64 each."""
         toks = dev.to_device_tokens(tokens, self.device)
         if self.loader == "memcap":
-            return sequence_nll_bits(self.model, toks.unsqueeze(0), batch_size)[0].cpu().numpy()
-        out = []
+            nll, low = sequence_scores(self.model, toks.unsqueeze(0), batch_size,
+                                       min_k_frac=min_k_frac)
+            return nll[0].cpu().numpy(), None if low is None else low[0].cpu().numpy()
+        k = None if min_k_frac is None else max(1, math.ceil(min_k_frac * (tokens.shape[1] - 1)))
+        nll_out, low_out = [], []
         step = self._batch(tokens.shape[1], batch_size)
         for start in range(0, len(toks), step):
             x = toks[start:start + step].long()
             logits = self._logits(x)[:, :-1].float()
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
-                                  reduction="none").view(len(x), -1)
-            out.append(nll.double().sum(-1) / math.log(2))
-        return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+            per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                        x[:, 1:].reshape(-1), reduction="none"
+                                        ).view(len(x), -1).double() / math.log(2)
+            nll_out.append(per_token.sum(-1))
+            if k is not None:
+                low_out.append(per_token.topk(k, dim=-1).values.mean(-1))
+        nll = torch.cat(nll_out).cpu().numpy() if nll_out else np.zeros(0)
+        if k is None:
+            return nll, None
+        return nll, torch.cat(low_out).cpu().numpy() if low_out else np.zeros(0)
 
     @torch.no_grad()
     def extracted(self, tokens: np.ndarray, prefix_len: int, batch_size: int) -> np.ndarray:

@@ -64,10 +64,11 @@ class _SpecMethods:
 
 def spec_class(schema: dict) -> type:
     """The TrainSpec dataclass for a config schema: the shape fields, then one field per key
-    of the schema's `train` section, none with a default."""
+    of the schema's `train` section (those marked x-budget aside: they are resolved into
+    `steps`), none with a default."""
     train = schema["properties"]["train"]["properties"]
     fields = [*SHAPE_FIELDS, *[(key, _JSON_TYPES.get(prop.get("type"), str))
-                               for key, prop in train.items()]]
+                               for key, prop in train.items() if not prop.get("x-budget")]]
     return dataclasses.make_dataclass(
         "TrainSpec", fields, bases=(_SpecMethods,), frozen=True,
         namespace={"__doc__": "Everything that determines a cell's trained weights (and "
@@ -81,7 +82,9 @@ TrainSpec = spec_class(cfg.schema())
 def make_spec(**values: Any) -> TrainSpec:
     """A TrainSpec from the schema's `train` defaults and `values` (for scripts and tests that
     build cells outside the workflow)."""
-    return TrainSpec(**{**cfg.defaults("train"), **values})
+    budget = cfg.budget_keys()
+    return TrainSpec(**{k: v for k, v in {**cfg.defaults("train"), **values}.items()
+                        if k not in budget})
 
 
 @dataclass(frozen=True)

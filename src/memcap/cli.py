@@ -286,11 +286,13 @@ def cmd_database(a: argparse.Namespace) -> None:
 @command("figures", "Altair figures as HTML and PNG",
          arg("--tables-dir", type=Path, required=True),
          arg("--samples", type=Path, nargs="+", required=True, help="per-run score files"),
+         arg("--mia-sets", type=Path, nargs="+", required=True,
+             help="per-run membership sets (mia_sets.parquet)"),
          arg("--out-dir", type=Path, required=True))
 def cmd_figures(a: argparse.Namespace) -> None:
     from memcap.figures import write_figures
 
-    for path in write_figures(a.tables_dir, a.samples, a.out_dir):
+    for path in write_figures(a.tables_dir, a.samples, a.mia_sets, a.out_dir):
         print(f"wrote {path}")
 
 
@@ -319,11 +321,14 @@ def cmd_verify_plan(a: argparse.Namespace) -> None:
 @command("verify-summary", "predicted against observed F1",
          arg("--plan", type=Path, required=True),
          arg("--evaluations", type=Path, nargs="+", required=True),
+         arg("--tolerance", type=float, required=True),
          arg("--out-table", type=Path, required=True), arg("--out-html", type=Path, required=True))
 def cmd_verify_summary(a: argparse.Namespace) -> None:
-    from memcap.verify import summarize
+    from memcap.verify import summarize, verdict
 
-    print(summarize(a.plan, a.evaluations, a.out_table, a.out_html))
+    table = summarize(a.plan, a.evaluations, a.out_table, a.out_html, a.tolerance)
+    print(table)
+    print(verdict(table))
 
 
 @command("predict", "capacity, data/capacity ratio and membership F1 for P parameters "
@@ -334,13 +339,16 @@ def cmd_verify_summary(a: argparse.Namespace) -> None:
          arg("--bits-per-token", type=float, help="entropy per token of the data"),
          arg("--vocab-size", type=int, help="uniform random tokens over V ids"),
          arg("--precision", choices=["bf16", "fp32"], default="bf16"),
+         arg("--kind", choices=["synthetic", "text"],
+             help="whose fitted membership law: synthetic or text (default: text when "
+                  "--bits-per-token is given, else synthetic)"),
          arg("--db", type=Path, default=Path("results/memcap.duckdb")),
          arg("--paper", action="store_true", help="use the paper's constants only"))
 def cmd_predict(a: argparse.Namespace) -> None:
     from memcap.predict import answer
 
     print(answer(a.params, a.n, a.seq_len, a.bits_per_token, a.vocab_size, a.precision,
-                 None if a.paper else a.db))
+                 None if a.paper else a.db, a.kind))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -224,15 +224,31 @@ def shape(config: dict, kind: str) -> tuple[int, int]:
     return config["synthetic"]["vocab_size"], config["synthetic"]["seq_len"]
 
 
+@functools.cache
+def budget_keys() -> frozenset[str]:
+    """The train keys that only set a cell's step count (marked x-budget in the schema)."""
+    return frozenset(k for k, v in schema()["properties"]["train"]["properties"].items()
+                     if v.get("x-budget"))
+
+
+def budget_steps(steps: int, min_passes: float, n: int, batch_size: int) -> int:
+    """A cell's optimizer steps: `steps`, raised where needed so that each of its n samples is
+    seen at least min_passes times (batch: min(batch_size, n) sequences a step)."""
+    return max(steps, math.ceil(min_passes * n / min(batch_size, n)))
+
+
 def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> dict:
     """The effective training settings of one cell: global train keys + the text section's
-    overrides (text cells) + the architecture's overrides + its shape and data. Exactly what
-    the cell's weights depend on."""
+    overrides (text cells) + the architecture's overrides + its shape and data, with the step
+    count resolved from the budget keys (budget_steps). Exactly what the cell's weights
+    depend on."""
     a = architecture(config, arch, kind)
     vocab, seq = shape(config, kind)
     text_train = config["text"].get("train", {}) if kind == KIND_TEXT else {}
+    train = {**config["train"], **text_train, **a.get("train", {})}
+    steps = budget_steps(train["steps"], train["min_passes"], int(n), train["batch_size"])
     return {
-        **config["train"], **text_train, **a.get("train", {}),
+        **{k: v for k, v in train.items() if k not in budget_keys()}, "steps": steps,
         "vocab_size": vocab, "seq_len": seq,
         "n_layer": a["n_layer"], "d_model": a["d_model"], "precision": precision, "n": int(n),
     }

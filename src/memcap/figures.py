@@ -14,7 +14,7 @@ import altair as alt
 import numpy as np
 import polars as pl
 
-from memcap.metrics import attack_scores, balanced_sets, roc_curve
+from memcap.metrics import ATTACKS, roc_curve
 from memcap.paper import PAPER_ALPHA_BF16, PAPER_MIA
 from memcap.paths import FIGURES
 from memcap.quantities import LAW_SEQ_LEN, mia_f1, sequences_per_param
@@ -37,14 +37,24 @@ class Tables:
     extraction: pl.DataFrame
     double_descent: pl.DataFrame
     score_files: dict[str, Path]  # run_id -> its scores.parquet
+    set_files: dict[str, Path]  # run_id -> its mia_sets.parquet (what the attacks compared)
 
     @classmethod
-    def read(cls, tables_dir: str | Path, score_files: list[Path]) -> Tables:
+    def read(cls, tables_dir: str | Path, score_files: list[Path],
+             set_files: list[Path]) -> Tables:
         tables_dir = Path(tables_dir)
         frames = {name: pl.read_parquet(tables_dir / f"{name}.parquet") for name in TABLE_NAMES}
-        files = {pl.read_parquet(f, columns=["run_id"], n_rows=1, hive_partitioning=False)
-                 ["run_id"][0]: Path(f) for f in score_files}
-        return cls(**frames, score_files=files)
+
+        def by_run(files: list[Path]) -> dict[str, Path]:
+            return {pl.read_parquet(f, columns=["run_id"], n_rows=1, hive_partitioning=False)
+                    ["run_id"][0]: Path(f) for f in files}
+
+        return cls(**frames, score_files=by_run(score_files), set_files=by_run(set_files))
+
+    def attack_sets(self, run_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(members, non-members) one run's attacks compared, a column of scores per attack."""
+        sets = pl.read_parquet(self.set_files[run_id], hive_partitioning=False)
+        return sets.filter(pl.col("member")), sets.filter(~pl.col("member"))
 
     def first_seed(self) -> pl.Expr:
         """Runs of the lowest seed of the experiment ("seed 0")."""
@@ -203,23 +213,55 @@ def bits_per_param(t: Tables) -> alt.Chart:
 
 def _roc_points(t: Tables) -> pl.DataFrame:
     """ROC curves of the loss attack for seed 0 of every cell of one precision (the first by
-    name: bf16 when the grid has it), on the attack's balanced sets."""
+    name: bf16 when the grid has it), on the members and non-members the attack drew."""
     runs = (t.runs.filter(t.first_seed() & (pl.col("precision") == t.runs["precision"].min()))
-            .join(t.mia.filter(pl.col("attack") == "loss").select("run_id", "n_members"),
-                  on="run_id")
             .select("run_id", _kind_arch(), (pl.col("kind") == "text").alias("text"),
-                    "params", "n", "precision", "n_members")
+                    "params", "n", "precision")
             .sort("params", "arch", "n", "precision"))
     frames = []
     for run in runs.iter_rows(named=True):
-        members, others = balanced_sets(t.primary_scores(run["run_id"]), run["n_members"])
-        fpr, tpr = thin_roc(*roc_curve(attack_scores(members, "loss"),
-                                       attack_scores(others, "loss")))
+        members, others = t.attack_sets(run["run_id"])
+        fpr, tpr = thin_roc(*roc_curve(members["loss"].to_numpy(), others["loss"].to_numpy()))
         frames.append(pl.DataFrame({"fpr": fpr, "tpr": tpr}).with_columns(
             arch=pl.lit(run["arch"]), params=pl.lit(run["params"] + run["text"] * 10**12),
             n=pl.lit(run["n"]),
             precision=pl.lit(run["precision"])))
     return pl.concat(frames, how="vertical_relaxed")
+
+
+def attack_rocs(t: Tables) -> alt.Chart:
+    """ROC of every attack on one run per kind: seed 0 of the largest architecture, at the N
+    whose loss-attack AUC is nearest 0.75 (where the attacks have something to tell apart),
+    log-log axes."""
+    loss = (t.mia.filter(pl.col("attack") == "loss").select("run_id", "auc")
+            .join(t.runs.filter(t.first_seed() & (pl.col("precision")
+                                                  == t.runs["precision"].min())), on="run_id"))
+    picks = (loss.sort("kind", pl.col("params"), (pl.col("auc") - 0.75).abs(),
+                       descending=[False, True, False])
+             .group_by("kind", maintain_order=True).first())
+    frames = []
+    for run in picks.iter_rows(named=True):
+        members, others = t.attack_sets(run["run_id"])
+        label = f"{run['kind']} {run['arch']}, N = {run['n']:,}"
+        for attack in (a for a in ATTACKS if a in members.columns):
+            fpr, tpr = thin_roc(*roc_curve(members[attack].to_numpy(),
+                                           others[attack].to_numpy()))
+            frames.append(pl.DataFrame({"fpr": fpr, "tpr": tpr}).with_columns(
+                run=pl.lit(label), attack=pl.lit(attack)))
+    df = pl.concat(frames).filter(pl.col("fpr") > 0)
+    scale = alt.Scale(type="log", domain=[1e-3, 1])
+    line = alt.Chart(df).mark_line(clip=True).encode(
+        x=alt.X("fpr:Q", scale=scale, title="false positive rate"),
+        y=alt.Y("tpr:Q", scale=scale, title="true positive rate"),
+        color=alt.Color("attack:N", sort=list(ATTACKS), title="attack"),
+        strokeDash=alt.StrokeDash("attack:N", sort=list(ATTACKS), legend=None))
+    diag = alt.Chart(pl.DataFrame({"fpr": [1e-3, 1.0], "tpr": [1e-3, 1.0]})).mark_line(
+        strokeDash=[4, 4], color="grey", clip=True).encode(x="fpr:Q", y="tpr:Q")
+    return alt.layer(diag, line).properties(width=260, height=260).facet(
+        column=alt.Column("run:N", title=None), data=df).properties(
+        title=alt.TitleParams("Membership inference: every attack on one run per kind",
+                              subtitle="loss, reference-calibrated, zlib, Min-K%; on uniform "
+                                       "synthetic data reference = loss exactly"))
 
 
 def roc_curves(t: Tables) -> alt.Chart:
@@ -387,6 +429,7 @@ CHARTS = {
     "capacity_vs_params": capacity_vs_params,
     "bits_per_param": bits_per_param,
     "mia_roc": roc_curves,
+    "mia_attacks": attack_rocs,
     "mia_histograms": score_histograms,
     "mia_law": mia_law,
     "extraction_vs_n": extraction_vs_n,
@@ -395,11 +438,13 @@ CHARTS = {
 assert tuple(CHARTS) == FIGURES, "CHARTS must draw memcap.paths.FIGURES, in that order"
 
 
-def write_figures(tables_dir: Path, score_files: list[Path], out_dir: Path) -> list[Path]:
+def write_figures(tables_dir: Path, score_files: list[Path], set_files: list[Path],
+                  out_dir: Path) -> list[Path]:
     """Write every figure as <name>.html (self-contained) and <name>.png into out_dir, each
     through a temporary file renamed into place. Reads tables_dir/<name>.parquet and, lazily,
-    only the rows of score_files that a figure draws."""
-    tables = Tables.read(tables_dir, score_files)
+    only the rows of score_files (scores.parquet) and set_files (mia_sets.parquet) that a
+    figure draws."""
+    tables = Tables.read(tables_dir, score_files, set_files)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -16,7 +16,7 @@ import polars as pl
 
 from memcap.io import atomic_path
 from memcap.paper import PAPER_ALPHA_BF16
-from memcap.quantities import capacity_ratio, mia_f1, sequences_per_param
+from memcap.quantities import MIN_CI_SEEDS, capacity_ratio, mia_f1, sequences_per_param
 
 LAW_SCHEMA = {"law": pl.String, "kind": pl.String, "precision": pl.String,
               "parameter": pl.String, "value": pl.Float64, "ci_low": pl.Float64,
@@ -264,7 +264,7 @@ def fit_laws(runs: Path, memorization: Path, mia: Path, out: dict[str, Path], *,
     laws = pl.concat([
         fit_capacity_laws(runs_df, mem, cap, bootstrap=bootstrap, ci=ci, seed=seed),
         fit_mia_law(runs_df, pl.read_parquet(mia), bootstrap=bootstrap, ci=ci, seed=seed),
-    ])
+    ]).with_columns(ci_few_seeds=pl.col("n_seeds") < MIN_CI_SEEDS)
     mem = with_capacity_ratio(mem, runs_df, laws)
     tables = {"capacity": cap, "laws": laws, "double_descent": double_descent(runs_df, mem),
               "memorization": mem}

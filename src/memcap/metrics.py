@@ -3,20 +3,36 @@
 
 Torch-free and duckdb-free: scoring, evaluation and the figures all import these.
 
-Attack scores are "higher = more member-like":
-  loss attack                  −nll(x | θ̂)
-  reference-calibrated attack  nll(x | θ) − nll(x | θ̂)
-For uniform synthetic data the reference is constant, so both attacks rank alike.
+Attack scores are "higher = more member-like" (columns of a scores table):
+  loss               −nll(x | θ̂)                                   nll_bits
+  reference          nll(x | θ) − nll(x | θ̂), θ the primary ref.   ref_nll_bits
+  reference_oracle   the same against the oracle reference (text)   oracle_nll_bits
+  zlib               −nll(x | θ̂) / zlib(x), zlib(x) the compressed  zlib_bits
+                     size of the sample in bits
+  min_k              −(mean of the k = 20 % highest per-token       min_k_bits
+                     code lengths), Min-K% Prob
+For uniform synthetic data the reference is constant, so `reference` ranks exactly like `loss`.
+
+Members and non-members are drawn alike (`draw_sets`): a seeded random subset of each class,
+with the same count per stratum (a text sample's corpus) in both, so that a model which has
+only learned which corpus is easier scores at chance.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import zlib
 
 import numpy as np
 import polars as pl
 
-ATTACKS = ("loss", "reference")
+ATTACKS = ("loss", "reference", "reference_oracle", "zlib", "min_k")
+# the column each attack needs besides nll_bits
+ATTACK_COLUMNS = {"loss": "nll_bits", "reference": "ref_nll_bits",
+                  "reference_oracle": "oracle_nll_bits", "zlib": "zlib_bits",
+                  "min_k": "min_k_bits"}
+MIN_K_FRAC = 0.2  # Min-K% Prob's k (Shi et al. 2024 find 20 % best on most models)
 
 
 def roc_curve(member: np.ndarray, nonmember: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,32 +96,102 @@ def attack_metrics(member: np.ndarray, nonmember: np.ndarray) -> dict[str, float
     }
 
 
-def balanced_sets(scores: pl.DataFrame, max_per_class: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The first m members and the first m non-members by sample_id, m = min of the three."""
-    members = scores.filter(pl.col("member")).sort("sample_id")
-    others = scores.filter(~pl.col("member")).sort("sample_id")
-    m = min(members.height, others.height, max_per_class)
-    return members.head(m), others.head(m)
+def auc_standard_error(auc_value: float, n_member: int, n_nonmember: int) -> float:
+    """Standard error of an AUC (Hanley & McNeil 1982); at AUC 0.5 it is about
+    sqrt((n1 + n0 + 1) / (12·n1·n0))."""
+    a, n1, n0 = auc_value, n_member, n_nonmember
+    if n1 < 1 or n0 < 1:
+        return math.nan
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
+    return float(math.sqrt(max(var, 0.0)))
+
+
+def allocate(available: dict[str, int], total: int) -> dict[str, int]:
+    """Split `total` draws over strata in proportion to what each has available (largest
+    remainder; never more than available)."""
+    pool = sum(available.values())
+    if total >= pool:
+        return dict(available)
+    exact = {s: total * a / pool for s, a in available.items()}
+    quota = {s: math.floor(e) for s, e in exact.items()}
+    for s in sorted(exact, key=lambda s: (quota[s] - exact[s], s))[:total - sum(quota.values())]:
+        quota[s] += 1
+    return quota
+
+
+def draw_sets(scores: pl.DataFrame, max_per_class: int, seed: int,
+              run_seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Members and non-members for the attacks, drawn alike: per stratum (the `stratum`
+    column, a text sample's corpus; one stratum without it), the same number from each class,
+    chosen by a permutation seeded by (seed, run_seed); at most max_per_class per class,
+    spread over the strata in proportion to what both classes hold. Returns (members,
+    non-members, the draw's record: seed, counts per stratum as JSON)."""
+    scores = scores.with_columns(
+        stratum=pl.col("stratum").fill_null("all") if "stratum" in scores.columns
+        else pl.lit("all"))
+    by_class = [scores.filter(pl.col("member") == flag).sort("sample_id") for flag in (True, False)]
+    counts = [dict(f.group_by("stratum").len().iter_rows()) for f in by_class]
+    available = {s: min(counts[0][s], counts[1].get(s, 0)) for s in sorted(counts[0])}
+    quota = allocate({s: a for s, a in available.items() if a}, max_per_class)
+    rng = np.random.default_rng([seed, run_seed, 0x3E7B])
+    picked: list[list[pl.DataFrame]] = [[], []]
+    for stratum, k in sorted(quota.items()):
+        for side, frame in zip(picked, by_class, strict=True):
+            part = frame.filter(pl.col("stratum") == stratum)
+            side.append(part[np.sort(rng.permutation(part.height)[:k])])
+    members, others = [pl.concat(p) if p else f.clear()
+                       for p, f in zip(picked, by_class, strict=True)]
+    return members, others, {"draw_seed": seed, "strata": json.dumps(quota, sort_keys=True)}
+
+
+def zlib_bits(data: bytes) -> float:
+    """Size in bits of `data` compressed by zlib (the zlib attack's calibration)."""
+    return 8.0 * len(zlib.compress(data))
 
 
 def attack_scores(frame: pl.DataFrame, attack: str) -> np.ndarray:
-    """Each sample's score under `attack` (columns of a scores table)."""
+    """Each sample's score under `attack` (columns of a scores table; ATTACK_COLUMNS)."""
+    nll = frame["nll_bits"].to_numpy()
     if attack == "loss":
-        return -frame["nll_bits"].to_numpy()
-    if attack == "reference":
-        return (frame["ref_nll_bits"] - frame["nll_bits"]).to_numpy()
-    raise ValueError(f"unknown attack {attack!r}; known: {ATTACKS}")
+        return -nll
+    if attack not in ATTACK_COLUMNS:
+        raise ValueError(f"unknown attack {attack!r}; known: {ATTACKS}")
+    other = frame[ATTACK_COLUMNS[attack]].to_numpy()
+    if attack == "zlib":
+        return -nll / other
+    if attack == "min_k":
+        return -other
+    return other - nll  # reference-calibrated: nll(x | θ) − nll(x | θ̂)
 
 
-def membership_inference(scores: pl.DataFrame, max_per_class: int,
-                         attacks: tuple[str, ...] = ATTACKS) -> list[dict]:
-    """Every attack (or the given ones: an audit without a reference model has no
-    reference-calibrated attack) on one run's scores (columns of scores.parquet). One row per
-    attack."""
-    members, others = balanced_sets(scores, max_per_class)
-    return [{"attack": attack, "n_members": members.height, "n_nonmembers": others.height,
-             **attack_metrics(attack_scores(members, attack), attack_scores(others, attack))}
-            for attack in attacks]
+def available_attacks(frame: pl.DataFrame) -> list[str]:
+    """The attacks whose column `frame` carries with no missing value."""
+    return [a for a in ATTACKS if ATTACK_COLUMNS[a] in frame.columns
+            and not frame[ATTACK_COLUMNS[a]].null_count()]
+
+
+def attack_frame(members: pl.DataFrame, others: pl.DataFrame) -> pl.DataFrame:
+    """The drawn samples (sample_id, member, stratum) with one column per attack, its score
+    (`loss`, `reference`, ...): what the attacks compared, kept for the ROC figures."""
+    frame = pl.concat([members, others], how="diagonal_relaxed")
+    attacks = [a for a in available_attacks(members) if a in available_attacks(others)]
+    return frame.select("sample_id", "member", "stratum").with_columns(
+        **{a: pl.Series(attack_scores(frame, a), dtype=pl.Float64) for a in attacks})
+
+
+def membership_inference(sets: pl.DataFrame, draw: dict) -> list[dict]:
+    """Every attack of an attack_frame: one row per attack, with the draw's record and the
+    AUC's standard error."""
+    members, others = sets.filter(pl.col("member")), sets.filter(~pl.col("member"))
+    rows = []
+    for attack in (a for a in ATTACKS if a in sets.columns):
+        metrics = attack_metrics(members[attack].to_numpy(), others[attack].to_numpy())
+        rows.append({"attack": attack, "n_members": members.height,
+                     "n_nonmembers": others.height, **metrics,
+                     "auc_se": auc_standard_error(metrics["auc"], members.height, others.height),
+                     **draw})
+    return rows
 
 
 def tfidf(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 16) -> np.ndarray:

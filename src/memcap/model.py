@@ -24,7 +24,8 @@ from memcap.memory import MAX_LOGITS
 from memcap.shapes import param_count
 
 __all__ = ["MAX_LOGITS", "PackedGPT", "load_packed", "mean_token_nll", "n_heads",
-           "param_count", "save_model", "sequence_nll_bits", "token_nll"]
+           "param_count", "save_model", "sequence_nll_bits", "sequence_scores",
+           "token_nll"]
 
 
 def n_heads(d_model: int, head_dim: int) -> int:
@@ -184,18 +185,33 @@ def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
     so it is left out; docs/science.md#code-length). The batch is lowered where its logits
     would exceed max_logits.
     """
+    return sequence_scores(model, tokens, batch_size, amp, max_logits)[0]
+
+
+@torch.no_grad()
+def sequence_scores(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
+                    amp: contextlib.AbstractContextManager | None = None,
+                    max_logits: int = MAX_LOGITS,
+                    min_k_frac: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(nll bits (M, N) fp64 as sequence_nll_bits, and with min_k_frac the Min-K% score: the
+    mean code length in bits of the ⌈k·(S−1)⌉ least likely tokens of each sequence, else
+    None), from one pass over the tokens."""
     was_training = model.training
     model.eval()
     M, _, S = tokens.shape
     batch_size = min(batch_size, sequences_per_chunk(M, S, model.vocab_size, max_logits))
-    out = []
+    k = None if min_k_frac is None else max(1, math.ceil(min_k_frac * (S - 1)))
+    nll, min_k = [], []
     for start in range(0, tokens.shape[1], batch_size):
         chunk = tokens[:, start:start + batch_size].long()  # narrow ids, widened per chunk
         with amp or contextlib.nullcontext():
             logits = model(chunk)
-        out.append(token_nll(logits, chunk).double().sum(-1) / math.log(2))
+        per_token = token_nll(logits, chunk).double() / math.log(2)
+        nll.append(per_token.sum(-1))
+        if k is not None:
+            min_k.append(per_token.topk(k, dim=-1).values.mean(-1))
     model.train(was_training)
-    return torch.cat(out, dim=1)
+    return torch.cat(nll, dim=1), torch.cat(min_k, dim=1) if k is not None else None
 
 
 def save_model(model: PackedGPT, m: int, path: Path) -> None:

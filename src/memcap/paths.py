@@ -47,8 +47,9 @@ DATABASE = f"{RESULTS}/memcap.duckdb"
 
 FIGURES_DIR = f"{RESULTS}/figures"
 FIGURES = ("memorization_vs_n", "capacity_vs_params", "bits_per_param", "mia_roc",
-           "mia_histograms", "mia_law", "extraction_vs_n", "double_descent")
+           "mia_attacks", "mia_histograms", "mia_law", "extraction_vs_n", "double_descent")
 REPORT = f"{RESULTS}/report.html"
+VERIFY_TABLE = f"{RESULTS}/verify/verify.parquet"  # table `verify` when verify.enabled
 
 
 def table(name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import polars as pl
 
 # The membership law counts training data in sequences of 64 tokens (the paper's unit).
 LAW_SEQ_LEN = 64
@@ -58,3 +59,21 @@ def capacity_ratio(dataset_bits, alpha, params):
     """Dataset-to-capacity ratio H_ref(D) / (α·P) (docs/science.md#dataset-to-capacity-ratio).
     Works on numbers and polars expressions alike."""
     return dataset_bits / (alpha * params)
+
+
+# A bootstrap over fewer seeds than this has too few distinct resamples (2 seeds: 3) for its
+# interval to be a confidence interval: such CIs are flagged (laws.ci_few_seeds).
+MIN_CI_SEEDS = 3
+
+
+def verify_verdict(table: pl.DataFrame) -> str:
+    """One line on a predict-then-verify table (memcap.verify): passed or failed, with the
+    worst gap."""
+    checked = table.filter(pl.col("passed").is_not_null())
+    if checked.is_empty():
+        return "not verified: no target has both a prediction and observed runs"
+    worst = checked.row(int(checked["gap"].abs().arg_max()), named=True)
+    ok = bool(checked["passed"].all())
+    return (f"{'PASSED' if ok else 'FAILED'}: {checked['passed'].sum()} of {checked.height} "
+            f"targets within ±{worst['tolerance']:.2f} F1; the largest gap is "
+            f"{worst['gap']:+.3f} at target {worst['target_f1']:.2f} (N = {worst['n']:,})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 
 import duckdb
@@ -21,7 +22,7 @@ from memcap.paper import (
     PAPER_MIA_VALIDATION,
     PRECISION_INDEX,
 )
-from memcap.quantities import LAW_SEQ_LEN, mia_f1, sequences_per_param
+from memcap.quantities import LAW_SEQ_LEN, MIN_CI_SEEDS, mia_f1, sequences_per_param, verify_verdict
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -109,12 +110,14 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
                           FROM runs r JOIN mia m USING (run_id) WHERE r.kind <> 'audit'
                           GROUP BY ALL ORDER BY r.kind, min(r.params), r.precision, r.n,
                           m.attack""").pl(),
-        "attack_gap": con.sql("""SELECT r.kind, max(abs(a.auc - b.auc)) AS gap,
+        "attack_gap": con.sql("""SELECT r.kind, b.attack, max(abs(a.auc - b.auc)) AS gap,
                                         avg(b.auc - a.auc) AS mean_gain
                                  FROM mia a JOIN mia b USING (run_id) JOIN runs r USING (run_id)
-                                 WHERE a.attack = 'loss' AND b.attack = 'reference'
+                                 WHERE a.attack = 'loss' AND b.attack <> 'loss'
                                  AND r.kind <> 'audit'
-                                 GROUP BY ALL""").pl(),
+                                 GROUP BY ALL ORDER BY r.kind, b.attack""").pl(),
+        "verify": (con.sql("SELECT * FROM verify ORDER BY target_f1").pl()
+                   if "verify" in {t for (t,) in con.sql("SHOW TABLES").fetchall()} else None),
         "extraction": con.sql("""SELECT r.kind, r.arch, r.n,
                                         e.split || ' k=' || e.prefix_len AS col,
                                         avg(e.rate) AS rate
@@ -155,7 +158,7 @@ def render(data: dict, fdir: Path) -> str:
     if data["text"] is not None:
         parts += _text_sections(data["text"], fdir)
     parts += _mia_sections(data["mia"], data["attack_gap"], laws, data["extraction"],
-                           data["tfidf"], data["tops"])
+                           data["tfidf"], data["tops"], data["verify"])
     if data["audit"] is not None:
         parts += _audit_sections(data["audit"])
     parts.append("<h2>Figures</h2>")
@@ -164,6 +167,7 @@ def render(data: dict, fdir: Path) -> str:
                           ("bits_per_param", "Bits per parameter per architecture"),
                           ("mia_law", "Membership inference F1 against tokens per parameter"),
                           ("mia_roc", "ROC of the loss attack"),
+                          ("mia_attacks", "ROC of every attack on one run per kind"),
                           ("mia_histograms", "Member and held-out code lengths"),
                           ("extraction_vs_n", "Extraction rate against dataset size")):
         parts.append(f"<h3>{caption}</h3>{_figure(fdir, name, caption)}")
@@ -205,6 +209,32 @@ def _paper_bpp(parameter: str, precision: str) -> str | None:
     return f"{PAPER_MEAN_BPP[precision]}" if precision in PAPER_MEAN_BPP else None
 
 
+def _few_seeds_note(laws: pl.DataFrame) -> str:
+    """A warning where CIs come from fewer seeds than laws.MIN_CI_SEEDS."""
+    few = laws.filter(pl.col("ci_few_seeds"))
+    if few.is_empty():
+        return ""
+    k = int(few["n_seeds"].min())
+    distinct = math.comb(2 * k - 1, k)
+    return (f"<p class='note'><b>CIs from {k} seed{'s' if k > 1 else ''}:</b> a bootstrap over "
+            f"{k} seeds has {distinct} distinct resample{'s' if distinct > 1 else ''}, so these "
+            "intervals show the spread between seeds, not a confidence interval. Run at "
+            f"least {MIN_CI_SEEDS} seeds (config key seeds) for one.</p>")
+
+
+def _verify_section(verify: pl.DataFrame) -> list[str]:
+    shown = verify.with_columns(observed_by_seed=pl.col("observed_by_seed").list.eval(
+        pl.element().round(3).cast(pl.String)).list.join(" / ")).select(
+        "target_f1", "n", "sequences_per_param", "steps", "predicted_f1", "observed_f1",
+        "observed_by_seed", "gap", "passed")
+    kind, precision = verify["kind"][0], verify["precision"][0]
+    return [f"<h3>Predict, then verify</h3><p><b>{html.escape(verify_verdict(verify))}</b>. The "
+            f"{kind} law ({precision}) was inverted for each target F1; the runs trained on "
+            "the N it asked for (each sample seen as often as in the grid the law was fitted "
+            "on: train.min_passes) give the observed F1 (loss attack, median threshold).</p>",
+            _table(shown, left=())]
+
+
 def _capacity_sections(runs: pl.DataFrame, cap: pl.DataFrame, laws: pl.DataFrame,
                        sat: pl.DataFrame) -> list[str]:
     syn = runs.filter(pl.col("kind") == "synthetic")
@@ -221,6 +251,7 @@ def _capacity_sections(runs: pl.DataFrame, cap: pl.DataFrame, laws: pl.DataFrame
              "seeds. <b>A lower bound</b> means at least one capacity behind it is not a "
              "saturated plateau (short CPU runs bound α from below; do not read them as the "
              "paper's number: docs/science.md#what-a-cpu-can-show).</p>"]
+    parts.append(_few_seeds_note(laws.filter(pl.col("law") == "capacity")))
     parts.append(_table(pl.DataFrame(rows), left=("kind", "precision", "quantity", "status"))
                  if rows else "<p>No synthetic runs in this experiment: capacity and α are "
                  "measured on synthetic data only.</p>")
@@ -341,28 +372,52 @@ def _text_sections(t: dict[str, pl.DataFrame], fdir: Path) -> list[str]:
     return parts
 
 
+ATTACK_NOTES = {
+    "reference": "score nll(x|θ) − nll(x|θ̂) against the primary reference",
+    "reference_oracle": "the same against the oracle reference (text)",
+    "zlib": "score −nll(x|θ̂) / zlib(x), zlib(x) the sample's compressed size",
+    "min_k": "score −(mean code length of the sample's 20 % least likely tokens), Min-K% Prob",
+}
+SYNTHETIC_EQUIVALENCE = (
+    "On uniform synthetic data the reference code length is the same (S−1)·log2 V bits for "
+    "every sample, so the reference-calibrated attack ranks exactly like the loss attack (equal "
+    "AUC and F1); zlib cannot compress uniform tokens, so its calibration is nearly constant "
+    "and the zlib attack is the loss attack up to that noise. Min-K% differs: it scores only "
+    "each sample's least likely tokens.")
+
+
 def _mia_sections(mia: pl.DataFrame, attack_gap: pl.DataFrame, laws: pl.DataFrame,
                   extraction: pl.DataFrame, tfidf: pl.DataFrame,
-                  tops: dict[str, tuple[str, pl.DataFrame]]) -> list[str]:
+                  tops: dict[str, tuple[str, pl.DataFrame]],
+                  verify: pl.DataFrame | None = None) -> list[str]:
     parts = ["<h2>Membership inference</h2><p>Members: up to the configured number of "
-             "training samples; non-members: as many held-out samples (balanced). F1 at the "
-             "median threshold calls the upper half of the pooled scores member, so chance is "
-             "0.5; F1 at the best threshold is optimistic (chosen on the same data). Means over "
-             "seeds.</p>"]
+             "training samples; non-members: as many held-out samples, drawn alike: a seeded "
+             "random subset of each class, with the same number per corpus in both on text "
+             "(the draw's seed and per-corpus counts are in the <code>mia</code> table). F1 at "
+             "the median threshold calls the upper half of the pooled scores member, so chance "
+             "is 0.5; F1 at the best threshold is optimistic (chosen on the same data). Means "
+             "over seeds. The loss attack:</p>"]
     parts.append(_table(mia.filter(pl.col("attack") == "loss").drop("attack"),
                         left=("kind", "arch", "precision")))
+    parts.append("<p>AUC of every attack (mean over seeds; one standard error of an AUC of 0.5 "
+                 "is about sqrt((m+m+1)/(12·m²)) for m members):</p>")
+    parts.append(_table(mia.pivot(on="attack", index=["kind", "arch", "precision", "n",
+                                                      "members"], values="auc"),
+                        left=("kind", "arch", "precision")))
     for r in attack_gap.iter_rows(named=True):
-        why = (" (for uniform synthetic data the reference is constant, so both attacks rank "
-               "samples alike)" if r["kind"] == "synthetic" else
-               " (text: the same-arch reference calibrates each sample's difficulty)")
-        parts.append(f"<p class='note'>{r['kind']}: the reference-calibrated attack (score "
-                     f"nll(x|θ) − nll(x|θ̂)) differs from the loss attack in AUC by at most "
-                     f"{r['gap']:.2g}, by {r['mean_gain']:+.3g} on average{why}.</p>")
+        parts.append(f"<p class='note'>{r['kind']}, {r['attack']} attack "
+                     f"({ATTACK_NOTES.get(r['attack'], '')}): AUC differs from the loss "
+                     f"attack's by at most {r['gap']:.2g}, by {r['mean_gain']:+.3g} on "
+                     "average.</p>")
+    if (attack_gap["kind"] == "synthetic").any():
+        parts.append(f"<p class='note'>{SYNTHETIC_EQUIVALENCE}</p>")
     fit = laws.filter(pl.col("law") == "mia_f1")
     parts.append("<h2>Membership-inference law</h2><p>F1(N/P) = ½·(1 + c1·σ(−c2·(N/P − "
                  "c3))), N counted in 64-token sequences (N·S/64), fitted to the cell means "
-                 "of the loss attack's median-threshold F1; CIs from a bootstrap over seeds.</p>")
+                 "of the loss attack's median-threshold F1, one law per kind (synthetic, "
+                 "text) and precision; CIs from a bootstrap over seeds.</p>")
     if fit.height:
+        parts.append(_few_seeds_note(fit))
         rows = [{"kind": r["kind"], "precision": r["precision"], "parameter": r["parameter"],
                  "memcap": r["value"], "CI low": r["ci_low"], "CI high": r["ci_high"],
                  "paper": PAPER_MIA[r["parameter"]], "fit": r["note"]}
@@ -370,6 +425,8 @@ def _mia_sections(mia: pl.DataFrame, attack_gap: pl.DataFrame, laws: pl.DataFram
         parts.append(_table(pl.DataFrame(rows), left=("kind", "precision", "parameter", "fit")))
     else:
         parts.append("<p>Too few cells to fit the law (at least 4 are needed).</p>")
+    if verify is not None:
+        parts += _verify_section(verify)
     val = []
     for model, params, n, pred, obs, pm in PAPER_MIA_VALIDATION:
         x = sequences_per_param(n, LAW_SEQ_LEN, params)  # the paper counts 64-token sequences

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from memcap.metrics import zlib_bits
+
 SAMPLINGS = ("first", "windows")
 
 
@@ -57,15 +59,18 @@ def dedup_mask(tokens: np.ndarray, is_heldout: np.ndarray) -> np.ndarray:
 
 def scores_frame(run: str, sample_ids: np.ndarray, member: bool, nll_bits: np.ndarray,
                  ref_nll_bits: np.ndarray | None, tfidf: np.ndarray | None = None,
-                 reference: str = "uniform", primary: bool = True) -> pl.DataFrame:
+                 reference: str = "uniform", primary: bool = True,
+                 min_k_bits: np.ndarray | None = None,
+                 stratum: pl.Series | None = None) -> pl.DataFrame:
     """One run's per-sample scores of one split against one reference (the columns of
     scores.parquet). Without a reference (ref_nll_bits None, reference "none"), the reference
-    code length and mem_bits are null."""
+    code length and mem_bits are null; without min_k_bits or strata, those columns."""
     k = len(sample_ids)
 
-    def column(values: np.ndarray | None) -> pl.Series:
-        return (pl.Series(values, dtype=pl.Float64) if values is not None
-                else pl.repeat(None, k, dtype=pl.Float64, eager=True))
+    def column(values: np.ndarray | pl.Series | None,
+               dtype: pl.DataType = pl.Float64) -> pl.Series:
+        return (pl.Series(values, dtype=dtype) if values is not None
+                else pl.repeat(None, k, dtype=dtype, eager=True))
 
     return pl.DataFrame({  # constant columns by pl.repeat: no Python list of N items
         "run_id": pl.repeat(run, k, dtype=pl.String, eager=True),
@@ -76,6 +81,8 @@ def scores_frame(run: str, sample_ids: np.ndarray, member: bool, nll_bits: np.nd
         "nll_bits": pl.Series(nll_bits, dtype=pl.Float64),
         "ref_nll_bits": column(ref_nll_bits),
         "tfidf": column(tfidf),
+        "min_k_bits": column(min_k_bits),
+        "stratum": column(stratum, pl.String),
     }).with_columns(mem_bits=(pl.col("ref_nll_bits") - pl.col("nll_bits")).clip(lower_bound=0.0))
 
 
@@ -102,3 +109,23 @@ def top_samples(scores: pl.DataFrame, train_path: Path, k: int = 20,
                                            dtype=pl.String),
                           text=pl.Series([decode(r.tolist()) if decode else None for r in rows],
                                          dtype=pl.String)))
+
+
+def sample_bytes(tokens: np.ndarray, decode: Callable[[list[int]], str] | None) -> bytes:
+    """What the zlib attack compresses: the decoded text (UTF-8) of a text sample, the token
+    ids as bytes (one byte each where they fit) of a synthetic one."""
+    if decode is not None:
+        return decode(tokens.tolist()).encode("utf-8")
+    return tokens.astype(np.uint8 if tokens.max(initial=0) < 256 else np.uint16).tobytes()
+
+
+def with_zlib_bits(frame: pl.DataFrame, data_path: Path,
+                   decode: Callable[[list[int]], str] | None) -> pl.DataFrame:
+    """`frame` (rows of one data file's samples) with zlib_bits: each sample's compressed size,
+    read from the file for those samples only."""
+    wanted = pl.col("sample_id").is_in(frame["sample_id"].to_list())
+    picked = pl.scan_parquet(data_path).filter(wanted).select("sample_id", "tokens").collect()
+    sizes = pl.DataFrame({"sample_id": picked["sample_id"],
+                          "zlib_bits": [zlib_bits(sample_bytes(t, decode))
+                                        for t in picked["tokens"].to_numpy()]})
+    return frame.join(sizes, on="sample_id", how="left")

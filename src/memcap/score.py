@@ -13,6 +13,10 @@ sample and every held-out sample of the run:
   ref_nll_bits      float64  nll(x | θ): code length under the reference, bits
   mem_bits          float64  max(0, ref_nll_bits − nll_bits)
   tfidf             float64  TF-IDF of a training sample in its training set (null: held out)
+  min_k_bits        float64  mean code length of the sample's 20 % least likely tokens, bits
+                             (the Min-K% attack's score, memcap.metrics.MIN_K_FRAC)
+  stratum           str      the sample's corpus (text; null for synthetic data): membership
+                             sets are drawn with the same count per stratum in both classes
 
 and `score.json` with the run's totals per reference and its losses (nats per predicted
 token). Synthetic data: the reference is the true distribution, (S−1)·log2 V bits for every
@@ -30,11 +34,11 @@ import polars as pl
 from memcap import device as dev
 from memcap.cell import Cell, Runtime
 from memcap.io import atomic_path, write_json
-from memcap.metrics import tfidf
-from memcap.model import load_packed, sequence_nll_bits
+from memcap.metrics import MIN_K_FRAC, tfidf
+from memcap.model import load_packed, sequence_scores
 from memcap.quantities import nats_per_token, uniform_code_bits
 from memcap.samples import memorization_totals, scores_frame
-from memcap.tokens import read_token_stack
+from memcap.tokens import read_strata, read_token_stack
 
 PRIMARY = {"synthetic": "uniform", "text": "same-arch"}
 
@@ -72,9 +76,11 @@ def score_cell(cell: Cell, runtime: Runtime) -> list[dict]:
 
     train_ids, train_np = read_token_stack(cell.train_data)
     held_ids, held_np = read_token_stack(cell.heldout_data)
-    bits = {split: sequence_nll_bits(model, dev.to_device_tokens(toks, device),
-                                     runtime.score_batch_size, amp).cpu().numpy()
-            for split, toks in (("train", train_np), ("heldout", held_np))}
+    bits, min_k = {}, {}
+    for split, toks in (("train", train_np), ("heldout", held_np)):
+        nll, low = sequence_scores(model, dev.to_device_tokens(toks, device),
+                                   runtime.score_batch_size, amp, min_k_frac=MIN_K_FRAC)
+        bits[split], min_k[split] = nll.cpu().numpy(), low.cpu().numpy()
 
     def ref_bits(name: str, ids: np.ndarray) -> np.ndarray:
         if name == "uniform":
@@ -90,9 +96,11 @@ def score_cell(cell: Cell, runtime: Runtime) -> list[dict]:
             primary = ref == PRIMARY[kind]
             frame = pl.concat([
                 scores_frame(run, train_ids[m], True, bits["train"][m],
-                             ref_bits(ref, train_ids[m]), tf, ref, primary),
+                             ref_bits(ref, train_ids[m]), tf, ref, primary,
+                             min_k["train"][m], read_strata(cell.train_data[m])),
                 scores_frame(run, held_ids[m], False, bits["heldout"][m],
-                             ref_bits(ref, held_ids[m]), None, ref, primary),
+                             ref_bits(ref, held_ids[m]), None, ref, primary,
+                             min_k["heldout"][m], read_strata(cell.heldout_data[m])),
             ])
             parts.append(frame)
             totals[ref] = memorization_totals(frame)

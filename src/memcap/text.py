@@ -193,7 +193,7 @@ def write_text_dataset(pool_path: Path, out_path: Path, *, seed: int, split: str
             "more corpora, or text.sampling: windows")
     order = _permutation(pool.height, seed if split == "train" else 0)[:n]
     with atomic_path(out_path) as tmp:
-        pool[order].select("sample_id", "tokens").write_parquet(tmp)
+        pool[order].select("sample_id", "corpus", "tokens").write_parquet(tmp)
 
 
 def tokenizer_threads(threads: int) -> None:

@@ -1,8 +1,9 @@
 """Dataset files: the on-disk format every stage reads and writes.
 
 A dataset is Parquet with two columns: `sample_id` (int64) and `tokens` (Array[UInt16 or UInt32,
-S]). Train samples have sample_id = i; held-out samples have sample_id = HELDOUT_ID_OFFSET + i,
-so ids never collide inside a scored run. A text pool adds split, corpus and doc_id.
+S]); a text seed file adds `corpus`. Train samples have sample_id = i; held-out samples have
+sample_id = HELDOUT_ID_OFFSET + i, so ids never collide inside a scored run. A text pool adds
+split, corpus and doc_id.
 
 Tokens stay in that narrowest type (2 bytes a token where V ≤ 65,536) from the file to the
 model, which widens one batch at a time: at the paper's largest N (2^23 sequences of 64
@@ -46,6 +47,14 @@ def read_tokens(path: str | Path, rows: int | None = None) -> tuple[np.ndarray, 
                          f"missing {sorted(missing)}")
     df = pl.read_parquet(path, columns=["sample_id", "tokens"], n_rows=rows)
     return df["sample_id"].to_numpy(), df["tokens"].to_numpy()
+
+
+def read_strata(path: str | Path) -> pl.Series | None:
+    """A dataset file's `corpus` column (text seed files carry it; the strata of membership
+    inference), in file order; None when the file has none (synthetic data)."""
+    if "corpus" not in pl.read_parquet_schema(path):
+        return None
+    return pl.read_parquet(path, columns=["corpus"])["corpus"]
 
 
 def count_rows(path: str | Path) -> int:
