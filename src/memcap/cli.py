@@ -324,11 +324,12 @@ def cmd_verify_plan(a: argparse.Namespace) -> None:
          arg("--tolerance", type=float, required=True),
          arg("--out-table", type=Path, required=True), arg("--out-html", type=Path, required=True))
 def cmd_verify_summary(a: argparse.Namespace) -> None:
-    from memcap.verify import summarize, verdict
+    from memcap.quantities import verify_verdict
+    from memcap.verify import summarize
 
     table = summarize(a.plan, a.evaluations, a.out_table, a.out_html, a.tolerance)
     print(table)
-    print(verdict(table))
+    print(verify_verdict(table))
 
 
 @command("predict", "capacity, data/capacity ratio and membership F1 for P parameters "
