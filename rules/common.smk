@@ -11,8 +11,9 @@ from memcap.corpus import ARTIFACTS
 from memcap.memory import cell_request_mb, compact_bytes, request_mb
 from memcap.paths import (AUDIT_TABLES, AUDIT_TARGET, CELL, COLLECTED,
                           COLLECTED_MEMORIZATION, DATA, DATABASE, DOCS, FIGURES, FIGURES_DIR,
-                          FITTED, ORACLE, ORACLE_RECORD, POOL, REGISTRY, REPORT, RUN, SAME_ARCH, SAME_ARCH_RECORD, TABLES,
-                          TABLES_DIR, TEXT_STATS, TOKENIZER, VERIFY_TABLE, table)
+                          FITTED, ORACLE, ORACLE_RECORD, POOL, REGISTRY, REPORT, RUN,
+                          SAME_ARCH, SAME_ARCH_RECORD, TABLES, TABLES_DIR, TEXT_STATS,
+                          TOKENIZER, VERIFY_TABLE, table)
 from memcap.shapes import param_count
 from memcap.tokens import count_rows
 
