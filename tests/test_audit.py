@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import duckdb
 import numpy as np
@@ -181,3 +184,58 @@ def test_bad_input_stops_with_the_file_and_what_was_expected(built, tmp_path):
     with pytest.raises(AuditError, match=r"audit.nonmembers.*repeats a member"):
         samples(good, nonmembers=built["members"])
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_memcap_run_exported_and_audited(documents, tmp_path):
+    """A memcap text run (trained here on Moby-Dick windows) exported as a transformers
+    checkpoint codes its samples as memcap does, and its own training and held-out samples,
+    exported as text, audit as members and non-members."""
+    from conftest import CPU, make_cell, small_spec
+    from memcap.model import load_packed, sequence_nll_bits
+    from memcap.text import (
+        assign_splits,
+        build_pool,
+        documents_frame,
+        train_bpe,
+        write_text_dataset,
+    )
+    from memcap.tokenizer import load_tokenizer
+    from memcap.train import train_cell
+
+    docs = assign_splits(documents_frame(documents("moby_dick"), corpus="moby_dick"), 0.2, 0)
+    train_bpe(docs.filter(docs["split"] == "train")["text"].to_list(), 320, tmp_path / "tok")
+    pool = tmp_path / "pool.parquet"
+    build_pool(docs, load_tokenizer(tmp_path / "tok"), 16, "windows", pool, tmp_path / "s.json")
+    data, held = tmp_path / "train.parquet", tmp_path / "held.parquet"
+    write_text_dataset(pool, data, seed=0, split="train", n=128)
+    write_text_dataset(pool, held, seed=0, split="heldout", n=128)
+    spec = small_spec(vocab_size=320, n=128, d_model=16, steps=300, batch_size=64)
+    cell = make_cell(tmp_path, spec, [0], [data], [held], kind="text")
+    train_cell(cell, CPU, echo=lambda _line: None)
+    run = tmp_path / "run-0"
+    cli = [sys.executable, "-m", "memcap", "export-run", "--run", str(run), "--tokenizer",
+           str(tmp_path / "tok"), "--out", str(tmp_path / "hf")]
+    out = subprocess.run(cli, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    _, tokens = read_tokens(data)
+    ours = sequence_nll_bits(load_packed(spec, [run / "model.safetensors"],
+                                         torch.device("cpu")),
+                             torch.from_numpy(tokens[None].astype(np.int64)), 64)[0].numpy()
+    theirs = load_causal_lm(tmp_path / "hf", "t", 16, torch.device("cpu"), native=False)
+    assert theirs.loader == "transformers"
+    assert np.abs(theirs.nll_bits(tokens, 64) - ours).max() < 1e-3
+    # the run's samples as documents (what export-run --documents writes), audited
+    from memcap.causal_lm import export_documents
+    for name, path in (("members", data), ("nonmembers", held)):
+        assert export_documents(path, tmp_path / "tok", tmp_path / f"docs/{name}.jsonl") == 128
+    config = {"synthetic": {"enabled": False}, "text": {"enabled": False},
+              "evaluate": {"extraction_samples": 32},
+              "audit": {"targets": {"run": str(tmp_path / "hf")}, "seq_len": 16,
+                        "members": str(tmp_path / "docs/members.jsonl"),
+                        "nonmembers": str(tmp_path / "docs/nonmembers.jsonl")}}
+    out = run_audit(tmp_path / "wf", config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "wf/results/audit/targets/run/audit.json").read_text())
+    loss = next(m for m in record["mia"] if m["attack"] == "loss")
+    assert record["loader"] == "memcap" and loss["auc"] > 0.9, loss

@@ -120,16 +120,11 @@ def memcap_layout(config: dict) -> bool:
             and d % config.get("n_head", 1) == 0)
 
 
-def gpt2_to_packed(hf_model, seq_len: int) -> PackedGPT:
-    """A transformers GPT2LMHeadModel as a PackedGPT of one model over the first seq_len
-    positions. GPT-2's Conv1D weights are (in, out), as memcap's."""
-    c = hf_model.config
-    state = {k.removeprefix("transformer."): v for k, v in hf_model.state_dict().items()}
-    model = PackedGPT(1, c.vocab_size, seq_len, c.n_layer, c.n_embd,
-                      n_heads(c.n_embd, c.n_embd // c.n_head))
+def gpt2_names(n_layer: int) -> dict[str, str]:
+    """memcap's weight names -> GPT-2's (transformers, without the `transformer.` prefix)."""
     names = {"wte": "wte.weight", "wpe": "wpe.weight", "lnf_w": "ln_f.weight",
              "lnf_b": "ln_f.bias"}
-    for i in range(c.n_layer):
+    for i in range(n_layer):
         for ours, theirs in (("ln1_w", "ln_1.weight"), ("ln1_b", "ln_1.bias"),
                              ("attn_w", "attn.c_attn.weight"), ("attn_b", "attn.c_attn.bias"),
                              ("attn_proj_w", "attn.c_proj.weight"),
@@ -138,9 +133,82 @@ def gpt2_to_packed(hf_model, seq_len: int) -> PackedGPT:
                              ("fc_w", "mlp.c_fc.weight"), ("fc_b", "mlp.c_fc.bias"),
                              ("fc_proj_w", "mlp.c_proj.weight"), ("fc_proj_b", "mlp.c_proj.bias")):
             names[f"blocks.{i}.{ours}"] = f"h.{i}.{theirs}"
-    ours = {k: state[v][:seq_len] if k == "wpe" else state[v] for k, v in names.items()}
+    return names
+
+
+def gpt2_to_packed(hf_model, seq_len: int) -> PackedGPT:
+    """A transformers GPT2LMHeadModel as a PackedGPT of one model over the first seq_len
+    positions. GPT-2's Conv1D weights are (in, out), as memcap's."""
+    c = hf_model.config
+    state = {k.removeprefix("transformer."): v for k, v in hf_model.state_dict().items()}
+    model = PackedGPT(1, c.vocab_size, seq_len, c.n_layer, c.n_embd,
+                      n_heads(c.n_embd, c.n_embd // c.n_head))
+    ours = {k: state[v][:seq_len] if k == "wpe" else state[v]
+            for k, v in gpt2_names(c.n_layer).items()}
     model.load_state_dict({k: v.detach().float().unsqueeze(0) for k, v in ours.items()})
     return model
+
+
+def export_run(run_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path) -> dict:
+    """A memcap run (run.json, model.safetensors) and its tokenizer folder (the text stage's)
+    as a transformers GPT-2 checkpoint: config.json, model.safetensors and tokenizer files in
+    out_dir, loadable by any tool (and by the audit, which scores it on memcap's model again).
+    Returns the run's record."""
+    from safetensors.torch import load_file
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    for f in ("run.json", "model.safetensors"):
+        if not (run_dir / f).exists():
+            raise ModelDirError(f"{run_dir / f} does not exist; expected a memcap run folder "
+                                "(results/runs/...: run.json and model.safetensors)")
+    run = json.loads((run_dir / "run.json").read_text())
+    tok_dir = Path(tokenizer_dir)
+    manifest = tok_dir / "manifest.json"
+    if not manifest.exists():
+        raise ModelDirError(f"{manifest} does not exist; expected the tokenizer folder the "
+                            "text stage writes (results/text/.../tokenizer)")
+    tok_kind = json.loads(manifest.read_text())["kind"]
+    tf = _transformers()
+    L, d = run["n_layer"], run["d_model"]
+    config = tf.GPT2Config(
+        vocab_size=run["vocab_size"], n_positions=run["seq_len"], n_embd=d, n_layer=L,
+        n_head=n_heads(d, run["head_dim"]), n_inner=4 * d, activation_function="gelu_new",
+        layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        tie_word_embeddings=True)
+    model = tf.GPT2LMHeadModel(config)
+    ours = load_file(str(run_dir / "model.safetensors"))
+    state = {f"transformer.{theirs}": ours[k] for k, theirs in gpt2_names(L).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ModelDirError(f"{run_dir}: its weights do not map onto GPT-2 (missing "
+                            f"{sorted(set(missing) - {'lm_head.weight'})}, unexpected "
+                            f"{sorted(unexpected)})")
+    model.tie_weights()
+    model.save_pretrained(str(out_dir))
+    if tok_kind == "gpt2":
+        tokenizer = tf.GPT2TokenizerFast(vocab_file=str(tok_dir / "encoder.json"),
+                                         merges_file=str(tok_dir / "vocab.bpe"))
+    else:
+        tokenizer = tf.PreTrainedTokenizerFast(tokenizer_file=str(tok_dir / "tokenizer.json"))
+    tokenizer.save_pretrained(str(out_dir))
+    return run
+
+
+def export_documents(data_path: str | Path, tokenizer_dir: str | Path,
+                     out_path: str | Path) -> int:
+    """A memcap dataset file's samples decoded to text, one JSON object per line
+    ({"id": sample_id, "text": ...}): documents the audit (or any tool) can read. Returns the
+    number of samples."""
+    from memcap.io import atomic_path
+    from memcap.tokenizer import load_tokenizer as load_memcap_tokenizer
+    from memcap.tokens import read_tokens
+
+    ids, tokens = read_tokens(data_path)
+    decode = load_memcap_tokenizer(Path(tokenizer_dir)).decode
+    with atomic_path(Path(out_path)) as tmp:
+        tmp.write_text("".join(json.dumps({"id": int(i), "text": decode(t.tolist())}) + "\n"
+                               for i, t in zip(ids, tokens, strict=True)))
+    return len(ids)
 
 
 @dataclass

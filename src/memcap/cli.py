@@ -242,6 +242,36 @@ def cmd_audit_evaluate(a: argparse.Namespace) -> None:
     print(f"{r['run_id']}: loss attack AUC {loss['auc']:.3f}; {mem}")
 
 
+@command("export-run", "a memcap run as a transformers checkpoint folder (for the audit or any "
+                       "tool); with --documents, its training and held-out samples as text",
+         arg("--run", type=Path, required=True, help="the run folder (results/runs/...)"),
+         arg("--tokenizer", type=Path, default=Path("results/text/tokenizer"),
+             help="the text stage's tokenizer folder (results/text/tokenizer)"),
+         arg("--out", type=Path, required=True, help="the checkpoint folder to write"),
+         arg("--documents", type=Path, help="write members.jsonl (the run's training "
+             "samples) and nonmembers.jsonl (its held-out samples) here, decoded"))
+def cmd_export_run(a: argparse.Namespace) -> None:
+    from memcap.causal_lm import export_documents, export_run
+    from memcap.paths import DATA
+
+    run = export_run(a.run, a.tokenizer, a.out)
+    print(f"wrote {run['run_id']} to {a.out} ({run['params']:,} parameters, GPT-2 layout)")
+    if a.documents:
+        where = {"kind": run["kind"], "vocab": run["vocab_size"], "seq": run["seq_len"],
+                 "seed": run["seed"]}
+        files = {"members": Path(DATA.format(**where, split="train", n=run["n"])),
+                 "nonmembers": sorted(Path().glob(DATA.format(**where, split="heldout",
+                                                              n="*")))}
+        if len(files["nonmembers"]) != 1:
+            raise SystemExit(f"expected one held-out file for {run['run_id']} "
+                             f"({DATA.format(**where, split='heldout', n='*')}), found "
+                             f"{len(files['nonmembers'])}: run this from the project root")
+        files["nonmembers"] = files["nonmembers"][0]
+        for name, data in files.items():
+            count = export_documents(data, a.tokenizer, a.documents / f"{name}.jsonl")
+            print(f"wrote {count} {name} of {data} to {a.documents / f'{name}.jsonl'}")
+
+
 # ------------------------------------------------------------------------- aggregation
 
 @command("collect", "the run tables from run folders",
