@@ -96,7 +96,7 @@ def run_file(template: Path, t: dict, name: str, rid: str, rows: int, path: Path
     if "primary_reference" in scores.columns:
         scores = scores.filter(pl.col("primary_reference"))
     jittered = [c for c in ("nll_bits", "loss", "reference", "zlib", "min_k")
-                if c in scores.columns]
+                if c in scores.columns and scores.schema[c] == pl.Float64]
     parts = []
     for member in (True, False):
         part = scores.filter(pl.col("member") == member)

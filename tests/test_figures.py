@@ -4,7 +4,7 @@ counts, so a figure's size does not grow with the number of samples."""
 import numpy as np
 import polars as pl
 
-from memcap.figures import ROC_POINTS, histogram, thin_roc
+from memcap.figures import ROC_POINTS, histogram, spread, thin_roc
 from memcap.metrics import roc_curve
 
 
@@ -35,3 +35,11 @@ def test_histogram_counts_every_sample_once():
     by = dict(h.group_by("sample").agg(pl.col("samples").sum()).iter_rows())
     assert by == {"member": int(scores["member"].sum()),
                   "held out": int((~scores["member"]).sum())}
+
+
+def test_roc_figure_draws_a_bounded_spread_of_sizes():
+    sizes = [2**i for i in range(12, 24)]  # the paper grid's 12 sizes
+    picked = spread(sizes, 8)
+    assert len(picked) == 8 and picked[0] == sizes[0] and picked[-1] == sizes[-1]
+    assert set(picked) <= set(sizes) and picked == sorted(picked)
+    assert spread([16, 32, 64], 8) == [16, 32, 64]

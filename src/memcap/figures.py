@@ -211,10 +211,29 @@ def bits_per_param(t: Tables) -> alt.Chart:
                                        f"grey: the paper's α = {PAPER_ALPHA_BF16}"))
 
 
+ROC_SIZES = 8  # dataset sizes drawn per architecture: the figure does not grow with the grid
+# log axes labelled and gridded at decades only (a line per tick of each decade made the
+# ROC panels' grids most of the figure's size)
+DECADES = alt.Axis(values=[1e-3, 1e-2, 1e-1, 1], format="~g")
+
+
+def spread(values: list[int], k: int = ROC_SIZES) -> list[int]:
+    """At most k of the sorted values, evenly spread over their ranks, ends included."""
+    values = sorted(values)
+    if len(values) <= k:
+        return values
+    return sorted({values[round(i * (len(values) - 1) / (k - 1))] for i in range(k)})
+
+
 def _roc_points(t: Tables) -> pl.DataFrame:
-    """ROC curves of the loss attack for seed 0 of every cell of one precision (the first by
-    name: bf16 when the grid has it), on the members and non-members the attack drew."""
-    runs = (t.runs.filter(t.first_seed() & (pl.col("precision") == t.runs["precision"].min()))
+    """ROC curves of the loss attack for seed 0 of the cells of one precision (the first by
+    name: bf16 when the grid has it), at most ROC_SIZES dataset sizes per kind, on the members
+    and non-members the attack drew."""
+    runs = t.runs.filter(t.first_seed() & (pl.col("precision") == t.runs["precision"].min()))
+    sizes = {kind: spread(part["n"].unique().to_list())
+             for (kind,), part in runs.group_by("kind")}
+    runs = (runs.filter(pl.struct("kind", "n").map_elements(
+                lambda r: r["n"] in sizes[r["kind"]], return_dtype=pl.Boolean))
             .select("run_id", _kind_arch(), (pl.col("kind") == "text").alias("text"),
                     "params", "n", "precision")
             .sort("params", "arch", "n", "precision"))
@@ -235,7 +254,7 @@ def attack_rocs(t: Tables) -> alt.Chart:
     log-log axes. Text runs at the largest N are left out: the same-arch reference is such a
     run, and calibrating a run against itself scores every sample 0."""
     runs = t.runs.filter(t.first_seed() & (pl.col("precision") == t.runs["precision"].min()))
-    largest_text = runs.filter(pl.col("kind") == "text")["n"].max()
+    largest_text = runs.filter(pl.col("kind") == "text")["n"].max() or 0
     loss = (t.mia.filter(pl.col("attack") == "loss").select("run_id", "auc")
             .join(runs.filter((pl.col("kind") != "text") | (pl.col("n") != largest_text)),
                   on="run_id"))
@@ -251,11 +270,11 @@ def attack_rocs(t: Tables) -> alt.Chart:
                                            others[attack].to_numpy()))
             frames.append(pl.DataFrame({"fpr": fpr, "tpr": tpr}).with_columns(
                 run=pl.lit(label), attack=pl.lit(attack)))
-    df = pl.concat(frames).filter(pl.col("fpr") > 0)
+    df = pl.concat(frames).filter((pl.col("fpr") > 0) & (pl.col("tpr") > 0))  # log axes
     scale = alt.Scale(type="log", domain=[1e-3, 1])
     line = alt.Chart().mark_line(clip=True).encode(  # the facet's data, split by panel
-        x=alt.X("fpr:Q", scale=scale, title="false positive rate"),
-        y=alt.Y("tpr:Q", scale=scale, title="true positive rate"),
+        x=alt.X("fpr:Q", scale=scale, axis=DECADES, title="false positive rate"),
+        y=alt.Y("tpr:Q", scale=scale, axis=DECADES, title="true positive rate"),
         color=alt.Color("attack:N", sort=list(ATTACKS), title="attack"),
         detail="attack:N", order="fpr:Q")
     diag = alt.Chart(pl.DataFrame({"fpr": [1e-3, 1.0], "tpr": [1e-3, 1.0]})).mark_line(
@@ -274,13 +293,14 @@ def roc_curves(t: Tables) -> alt.Chart:
     colour = alt.Color("n:O", scale=alt.Scale(scheme="viridis"), title="N")
     charts = []
     for log in (False, True):
-        data = df.filter(pl.col("fpr") > 0) if log else df
+        data = df.filter((pl.col("fpr") > 0) & (pl.col("tpr") > 0)) if log else df
         scale = alt.Scale(type="log", domain=[1e-3, 1]) if log else alt.Scale(domain=[0, 1])
+        axis = DECADES if log else alt.Axis()
         # no data of its own: the facet's data, split by panel, reaches the line
         line = alt.Chart().mark_line(interpolate="step-after" if not log else "linear",
                                      clip=True).encode(
-            x=alt.X("fpr:Q", scale=scale, title="false positive rate"),
-            y=alt.Y("tpr:Q", scale=scale, title="true positive rate"),
+            x=alt.X("fpr:Q", scale=scale, axis=axis, title="false positive rate"),
+            y=alt.Y("tpr:Q", scale=scale, axis=axis, title="true positive rate"),
             color=colour, detail="n:O")
         diag = alt.Chart(pl.DataFrame({"fpr": [1e-3, 1.0], "tpr": [1e-3, 1.0]})).mark_line(
             strokeDash=[4, 4], color="grey", clip=True).encode(x="fpr:Q", y="tpr:Q")
