@@ -210,12 +210,8 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
     tf = tfidf(toks["members"], V)
     ref_name = REFERENCE if ref else "none"
     scores = pl.concat([
-        scores_frame(run, ids["members"], True, bits["members"],
-                     ref_bits["members"] if ref else None, tf, ref_name, min_k_bits=min_k[s])
-        if s == "members" else
-        scores_frame(run, ids["nonmembers"], False, bits["nonmembers"],
-                     ref_bits["nonmembers"] if ref else None, None, ref_name,
-                     min_k_bits=min_k[s])
+        scores_frame(run, ids[s], s == "members", bits[s], ref_bits[s] if ref else None,
+                     tf if s == "members" else None, ref_name, min_k_bits=min_k[s])
         for s in SETS])
     tokenizer = load_tokenizer(info["tokenizer_dir"], f"audit.targets.{name}")
     drawn_members, drawn_others, draw = draw_sets(scores, mia_samples, mia_seed)

@@ -50,16 +50,23 @@ SCORE_COLUMNS = ("sample_id", "member", "nll_bits", "ref_nll_bits", "mem_bits", 
                  "min_k_bits", "stratum")
 
 
-def membership_sets(scores: Path, train_path: Path, heldout_path: Path, mia_samples: int,
-                    seed: int, run_seed: int, decode: Callable[[list[int]], str] | None
+def primary_scores(scores: Path) -> pl.DataFrame:
+    """A run's rows against its primary reference: the columns the attacks, TF-IDF and the top
+    samples use."""
+    return (pl.scan_parquet(scores).filter(pl.col("primary_reference")).select(SCORE_COLUMNS)
+            .collect())
+
+
+def membership_sets(scores: Path, primary: pl.DataFrame, train_path: Path, heldout_path: Path,
+                    mia_samples: int, seed: int, run_seed: int,
+                    decode: Callable[[list[int]], str] | None
                     ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """The members and non-members the attacks compare (draw_sets on the primary reference's
-    rows), with every attack's input column: the oracle's code lengths where the run has an
-    oracle reference, and the zlib sizes of the drawn samples; and the draw's record."""
-    frame = pl.scan_parquet(scores)
-    primary = frame.filter(pl.col("primary_reference")).select(SCORE_COLUMNS).collect()
+    rows, `primary`), with every attack's input column: the oracle's code lengths where the
+    run's score file `scores` has an oracle reference, and the zlib sizes of the drawn
+    samples; and the draw's record."""
     members, others, draw = draw_sets(primary, mia_samples, seed, run_seed)
-    oracle = (frame.filter(pl.col("reference") == "oracle")
+    oracle = (pl.scan_parquet(scores).filter(pl.col("reference") == "oracle")
               .select("sample_id", oracle_nll_bits="ref_nll_bits").collect())
     if oracle.height:
         members, others = (f.join(oracle, on="sample_id", how="left") for f in (members, others))
@@ -97,13 +104,12 @@ def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int, mia_seed: i
     records = []
     for m, (seed, run, out) in enumerate(zip(cell.seeds, cell.run_ids, map(Path, cell.run_dirs),
                                              strict=True)):
-        # the columns the attacks, TF-IDF and the top samples use (no per-row run_id)
-        scores = (pl.scan_parquet(out / "scores.parquet").filter(pl.col("primary_reference"))
-                  .select(SCORE_COLUMNS).collect().with_columns(run_id=pl.lit(run)))
+        primary = primary_scores(out / "scores.parquet")  # read once: attacks, TF-IDF, top
+        scores = primary.with_columns(run_id=pl.lit(run))
         members = scores.filter(pl.col("member"))
         members_set, others_set, draw = membership_sets(
-            out / "scores.parquet", Path(cell.train_data[m]), Path(cell.heldout_data[m]),
-            mia_samples, mia_seed, seed, decode)
+            out / "scores.parquet", primary, Path(cell.train_data[m]),
+            Path(cell.heldout_data[m]), mia_samples, mia_seed, seed, decode)
         sets = attack_frame(members_set, others_set)
         record = {
             "run_id": run, "seed": seed, "n": spec.n,

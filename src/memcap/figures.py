@@ -230,10 +230,10 @@ def _roc_points(t: Tables) -> pl.DataFrame:
     name: bf16 when the grid has it), at most ROC_SIZES dataset sizes per kind, on the members
     and non-members the attack drew."""
     runs = t.runs.filter(t.first_seed() & (pl.col("precision") == t.runs["precision"].min()))
-    sizes = {kind: spread(part["n"].unique().to_list())
-             for (kind,), part in runs.group_by("kind")}
-    runs = (runs.filter(pl.struct("kind", "n").map_elements(
-                lambda r: r["n"] in sizes[r["kind"]], return_dtype=pl.Boolean))
+    drawn = pl.DataFrame([(kind, n) for (kind,), part in runs.group_by("kind")
+                          for n in spread(part["n"].unique().to_list())],
+                         schema={"kind": pl.String, "n": pl.Int64}, orient="row")
+    runs = (runs.join(drawn, on=["kind", "n"], how="semi")
             .select("run_id", _kind_arch(), (pl.col("kind") == "text").alias("text"),
                     "params", "n", "precision")
             .sort("params", "arch", "n", "precision"))

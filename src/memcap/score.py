@@ -91,16 +91,18 @@ def score_cell(cell: Cell, runtime: Runtime) -> list[dict]:
     records = []
     for m, (seed, run) in enumerate(zip(cell.seeds, cell.run_ids, strict=True)):
         tf = tfidf(train_np[m], spec.vocab_size)
+        strata = {"train": read_strata(cell.train_data[m]),
+                  "heldout": read_strata(cell.heldout_data[m])}  # once, for every reference
         parts, totals = [], {}
         for ref in names:
             primary = ref == PRIMARY[kind]
             frame = pl.concat([
                 scores_frame(run, train_ids[m], True, bits["train"][m],
                              ref_bits(ref, train_ids[m]), tf, ref, primary,
-                             min_k["train"][m], read_strata(cell.train_data[m])),
+                             min_k["train"][m], strata["train"]),
                 scores_frame(run, held_ids[m], False, bits["heldout"][m],
                              ref_bits(ref, held_ids[m]), None, ref, primary,
-                             min_k["heldout"][m], read_strata(cell.heldout_data[m])),
+                             min_k["heldout"][m], strata["heldout"]),
             ])
             parts.append(frame)
             totals[ref] = memorization_totals(frame)
