@@ -187,3 +187,34 @@ def test_min_passes_raises_the_steps_of_large_datasets_only(cfg):
     assert train_spec(validate_config(cfg), "synthetic", "L1-d32", "fp32", 16) == spec
     cfg["train"]["min_passes"] = -1
     assert "train.min_passes" in _error(cfg)
+
+
+def test_budget_follows_model_size_within_a_cap(cfg):
+    cfg["train"].update(steps=100, batch_size=64, min_passes=0, tokens_per_param=200,
+                        max_steps=5000)
+    out = validate_config(cfg)
+    seq = cfg["synthetic"]["seq_len"]
+
+    def steps(arch, n):
+        return train_spec(out, "synthetic", arch, "fp32", n)["steps"]
+
+    p8, p32 = (param_count(64, seq, 1, d) for d in (8, 32))
+    # at least 200 tokens per parameter: the larger model gets the larger budget
+    assert steps("L1-d8", 512) == math.ceil(200 * p8 / (64 * seq))  # 162
+    assert steps("L1-d32", 512) == math.ceil(200 * p32 / (64 * seq))  # 1,547
+    assert steps("L1-d8", 16) == math.ceil(200 * p8 / (16 * seq))  # batch: all 16 samples
+    cfg["train"]["tokens_per_param"] = 2000  # L1-d32 would want 15,469 steps: capped
+    assert train_spec(validate_config(cfg), "synthetic", "L1-d32", "fp32", 512)["steps"] == 5000
+
+
+def test_dataset_sizes_per_architecture(cfg):
+    cfg["architectures"][0]["dataset_sizes"] = [4, 8]
+    out = validate_config(cfg)
+    ns = {(c["arch"], c["n"]) for c in cells(out, "synthetic")}
+    assert {n for a, n in ns if a == "L1-d8"} == {4, 8}
+    assert {n for a, n in ns if a == "L1-d32"} == set(cfg["synthetic"]["dataset_sizes"])
+    cfg["architectures"][0]["dataset_sizes"] = [0]
+    assert "architectures[0].dataset_sizes[0]" in _error(cfg)
+    del cfg["architectures"][0]["dataset_sizes"]
+    cfg["text"]["architectures"][0]["dataset_sizes"] = [16]
+    assert "text.architectures[0].dataset_sizes" in _error(cfg)

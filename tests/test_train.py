@@ -1,3 +1,4 @@
+import contextlib
 import math
 import os
 import re
@@ -5,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +19,9 @@ import memcap.train as train_mod
 from conftest import CPU, REPO, make_cell, runtime, small_spec, write_data
 from memcap.io import read_json
 from memcap.score import score_cell
-from memcap.train import EpochSampler, NonFiniteLossError, lr_at, saturation, train_cell
+from memcap.cell import Preempted
+from memcap.train import (EpochSampler, NonFiniteLossError, decay_steps, latest_plateau, lr_at,
+                          plateau_reached, saturation, train_cell)
 
 
 def _train_and_score(tmp_path, spec, seeds, quiet):
@@ -186,23 +190,98 @@ def test_saturation_rule():
     assert not sat and growth == pytest.approx(0.1)
 
 
-def test_early_stopping_saves_compute_and_keeps_the_bits(tmp_path, quiet):
+def test_plateau_schedule_warms_up_holds_then_decays():
+    spec = small_spec(steps=1000, lr=0.01, warmup_frac=0.1, min_lr_frac=0.1,
+                      schedule="plateau", decay_frac=0.2)
+    assert lr_at(spec, 0) == pytest.approx(0.01 / 100)
+    assert lr_at(spec, 500) == 0.01  # no plateau yet: the constant rate
+    assert lr_at(spec, 500, plateau_at=500) == pytest.approx(0.01)
+    assert decay_steps(spec, 500) == 100
+    assert lr_at(spec, 550, plateau_at=500) == pytest.approx(0.001 + 0.009 * 0.5)
+    assert lr_at(spec, 599, plateau_at=500) == pytest.approx(0.001, rel=1e-2)
+    # the decay is cut to end on the step cap; without a plateau it starts where it just fits
+    assert decay_steps(spec, 900) == 100 and decay_steps(spec, 950) == 50
+    p = latest_plateau(spec)
+    assert p + math.ceil(0.2 * p) <= 1000 < p + 1 + math.ceil(0.2 * (p + 1))
+
+
+def test_plateau_rule():
+    spec = small_spec(steps=10_000, warmup_frac=0.05, plateau_window=0.25, plateau_growth=0.01,
+                      n=64)  # 64 × 15 × 4 = 3,840 memorizable bits
+    steps = list(range(0, 2100, 100))
+
+    def log(mem):
+        return pl.DataFrame({"step": steps, "mem_bits": [float(mem(t)) for t in steps]})
+
+    # noisy but flat since step 1,000: the window means (1,000-1,500 and 1,500-2,000) agree
+    flat = log(lambda t: min(t, 1000) + (15 if t % 200 else -15))
+    assert plateau_reached(flat, spec, 2000)
+    assert not plateau_reached(flat, spec, 1200)  # 600-900 against 900-1,200: still rising
+    assert not plateau_reached(log(lambda t: t), spec, 2000)  # rising steadily
+    # the earlier window must start after the warmup (500 steps)
+    assert not plateau_reached(log(lambda t: 100), spec, 800)
+    assert plateau_reached(log(lambda t: 100), spec, 1100)
+    assert not plateau_reached(log(lambda t: 0), spec, 2000)  # nothing memorized: no plateau
+    # every memorizable bit held: a plateau at once
+    assert plateau_reached(log(lambda t: 3840 if t >= 300 else 0), spec, 300)
+    assert not plateau_reached(flat, spec, 1950)  # not an evaluation step
+
+
+def test_plateau_schedule_stops_a_data_limited_run_early_and_keeps_the_bits(tmp_path, quiet):
     # 8 sequences (480 bits) are memorized long before 1,500 steps end
-    full_spec = small_spec(n=8, steps=1500, eval_every=50, schedule="constant")
-    early_spec = small_spec(n=8, steps=1500, eval_every=50, schedule="constant",
-                            early_stop=True)
-    full, full_scores, _ = _train_and_score(tmp_path / "full", full_spec, [0], quiet)
-    early, early_scores, dirs = _train_and_score(tmp_path / "early", early_spec, [0], quiet)
-    rec = early[0]
-    assert rec["stopped_early"] and rec["saturated"]
-    assert 150 <= rec["steps_run"] < 1500 and rec["steps_run"] % 50 == 0
+    full_spec = small_spec(n=8, steps=1500, eval_every=50)
+    plateau_spec = small_spec(n=8, steps=1500, eval_every=50, schedule="plateau")
+    full, full_scores, _ = _train_and_score(tmp_path / "full", full_spec, [0, 1], quiet)
+    run, scores, dirs = _train_and_score(tmp_path / "plateau", plateau_spec, [0, 1], quiet)
+    rec = run[0]
+    assert rec["plateau_reached"] and rec["saturated"] and rec["schedule"] == "plateau"
+    assert rec["plateau_step"] % 50 == 0 and rec["plateau_step"] < 1000
+    assert rec["decay_steps"] == math.ceil(0.2 * rec["plateau_step"])
+    assert rec["steps_run"] == rec["plateau_step"] + rec["decay_steps"]
     assert rec["compute_saved_frac"] == pytest.approx(1 - rec["steps_run"] / 1500)
     assert rec["tokens_per_model"] == rec["steps_run"] * 8 * 16
-    assert not full[0]["stopped_early"] and full[0]["steps_run"] == 1500
-    # stopping changed the bits memorized by less than the saturation threshold allows
-    assert early_scores[0]["mem_bits"] >= 0.97 * full_scores[0]["mem_bits"]
+    assert rec["decay_gain_bits_estimate"] == pytest.approx(
+        rec["final_mem_bits_estimate"] - rec["plateau_mem_bits_estimate"])
+    assert full[0]["steps_run"] == 1500 and full[0]["plateau_step"] is None
+    for sc, ref in zip(scores, full_scores, strict=True):
+        assert sc["mem_bits"] >= 0.97 * ref["mem_bits"]
     log = pl.read_parquet(dirs[0] / "train_log.parquet")
     assert log["step"].max() == rec["steps_run"]
+    assert log.filter(pl.col("step") == rec["steps_run"])["lr"][0] < 0.01 * 0.03
+
+
+def test_plateau_schedule_resumes_mid_decay_to_the_same_weights(tmp_path, quiet, monkeypatch):
+    """Preempted during the decay, the rerun restores where the plateau was declared and ends
+    with the weights of an uninterrupted run."""
+    spec = small_spec(n=8, steps=1500, eval_every=50, schedule="plateau")
+    train, held = write_data(tmp_path, spec, [0])
+    ref = train_cell(make_cell(tmp_path, spec, [0], train, held, "ref", "ck0.pt"), CPU,
+                     echo=quiet)[0]
+    target = ref["plateau_step"] + ref["decay_steps"] // 2
+    event = threading.Event()
+    monkeypatch.setattr(train_mod, "stop_signals", lambda: contextlib.nullcontext(event))
+    original = train_mod._Training.check_plateau
+
+    fired = []
+
+    def stop_mid_decay(self, step):
+        original(self, step)
+        if step == target and not fired:
+            fired.append(step)
+            event.set()
+
+    monkeypatch.setattr(train_mod._Training, "check_plateau", stop_mid_decay)
+    cell = make_cell(tmp_path, spec, [0], train, held, "run", "ck.pt")
+    with pytest.raises(Preempted, match=f"at step {target}/"):
+        train_cell(cell, CPU, echo=quiet)
+    event.clear()
+    lines = []
+    rec = train_cell(cell, CPU, echo=lines.append)[0]
+    assert any(f"resumed from checkpoint at step {target}/" in line for line in lines)
+    assert (rec["plateau_step"], rec["steps_run"]) == (ref["plateau_step"], ref["steps_run"])
+    a = load_file(tmp_path / "run-0/model.safetensors")
+    b = load_file(tmp_path / "ref-0/model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
 
 
 def test_compiled_training_matches_eager(tmp_path, quiet):

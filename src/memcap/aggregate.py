@@ -21,8 +21,9 @@ RUNS_COLUMNS = [
     "run_id", "kind", "vocab_size", "seq_len", "n", "seed", "arch", "n_layer", "d_model",
     "params", "precision", "compute_dtype", "steps", "batch_size", "lr", "saturated",
     "mem_growth_last_window", "final_train_loss", "train_loss", "heldout_loss", "device",
-    "compiled", "cuda_graph", "train_seconds", "tokens_per_model", "early_stop", "steps_run",
-    "stopped_early", "compute_saved_frac",
+    "compiled", "cuda_graph", "train_seconds", "tokens_per_model", "steps_run", "schedule",
+    "plateau_step", "plateau_reached", "decay_steps", "plateau_mem_bits_estimate",
+    "decay_gain_bits_estimate", "compute_saved_frac",
 ]
 
 

@@ -143,6 +143,12 @@ def validate_config(config: dict) -> dict:
                               "local (a folder or file of .txt, .jsonl or .parquet documents)")
         _check_architectures(cfg, "text.architectures", text["architectures"],
                              {**cfg["train"], **text.get("train", {})})
+        for i, arch in enumerate(text["architectures"]):
+            if "dataset_sizes" in arch:
+                raise ConfigError(f"config key 'text.architectures[{i}].dataset_sizes': text "
+                                  "architectures share text.dataset_sizes (each reference is "
+                                  "trained on its largest N); give N per architecture on "
+                                  "synthetic data only")
         if "oracle" in text:
             _check_oracle(cfg, text["oracle"])
     verify = cfg.setdefault("verify", {})
@@ -231,10 +237,16 @@ def budget_keys() -> frozenset[str]:
                      if v.get("x-budget"))
 
 
-def budget_steps(steps: int, min_passes: float, n: int, batch_size: int) -> int:
-    """A cell's optimizer steps: `steps`, raised where needed so that each of its n samples is
-    seen at least min_passes times (batch: min(batch_size, n) sequences a step)."""
-    return max(steps, math.ceil(min_passes * n / min(batch_size, n)))
+def budget_steps(train: dict, n: int, params: int, seq_len: int) -> int:
+    """A cell's optimizer steps from the budget keys of its `train` settings: `steps`, raised
+    where needed so that each of its n samples is seen at least min_passes times and the
+    model sees at least tokens_per_param·params tokens (batch: min(batch_size, n) sequences of
+    seq_len tokens a step), then capped at max_steps (0: no cap). Under the plateau schedule
+    this is the cell's step cap; a plateau ends the run sooner."""
+    batch = min(train["batch_size"], n)
+    steps = max(train["steps"], math.ceil(train["min_passes"] * n / batch),
+                math.ceil(train["tokens_per_param"] * params / (batch * seq_len)))
+    return min(steps, train["max_steps"]) if train["max_steps"] else steps
 
 
 def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> dict:
@@ -246,7 +258,7 @@ def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> di
     vocab, seq = shape(config, kind)
     text_train = config["text"].get("train", {}) if kind == KIND_TEXT else {}
     train = {**config["train"], **text_train, **a.get("train", {})}
-    steps = budget_steps(train["steps"], train["min_passes"], int(n), train["batch_size"])
+    steps = budget_steps(train, int(n), param_count(vocab, seq, a["n_layer"], a["d_model"]), seq)
     return {
         **{k: v for k, v in train.items() if k not in budget_keys()}, "steps": steps,
         "vocab_size": vocab, "seq_len": seq,
@@ -262,7 +274,7 @@ def cells(config: dict, kind: str) -> list[dict]:
     return [
         {"kind": kind, "vocab": vocab, "seq": seq, "arch": arch_id(a), "precision": p, "n": n}
         for a in architectures(config, kind) for p in config["precisions"]
-        for n in config[kind]["dataset_sizes"]
+        for n in a.get("dataset_sizes", config[kind]["dataset_sizes"])
     ]
 
 

@@ -39,17 +39,62 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def lr_at(spec: TrainSpec, step: int) -> float:
-    """Linear warmup to spec.lr, then cosine / linear decay to min_lr_frac·lr (or constant)."""
+def lr_at(spec: TrainSpec, step: int, plateau_at: int | None = None) -> float:
+    """Linear warmup to spec.lr, then cosine / linear decay to min_lr_frac·lr (or constant).
+
+    The plateau schedule (docs/science.md#the-plateau-schedule): after the warmup a constant
+    rate until `plateau_at` (the step a plateau was declared, None while there is none), then
+    a cosine decay to min_lr_frac·lr over decay_steps(spec, plateau_at) steps."""
     warmup = int(spec.warmup_frac * spec.steps)
     if step < warmup:
         return spec.lr * (step + 1) / warmup
-    if spec.schedule == "constant":
+    if spec.schedule == "constant" or (spec.schedule == "plateau" and plateau_at is None):
         return spec.lr
-    progress = (step - warmup) / max(1, spec.steps - warmup)
     floor = spec.min_lr_frac * spec.lr
+    if spec.schedule == "plateau":
+        progress = min(1.0, (step - plateau_at) / decay_steps(spec, plateau_at))
+        return floor + (spec.lr - floor) * 0.5 * (1 + math.cos(math.pi * max(progress, 0.0)))
+    progress = (step - warmup) / max(1, spec.steps - warmup)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if spec.schedule == "cosine" else 1 - progress
     return floor + (spec.lr - floor) * shape
+
+
+def decay_steps(spec: TrainSpec, plateau_at: int) -> int:
+    """Length of the plateau schedule's decay: decay_frac of the steps run at the constant rate
+    (warmup included), at least one, within the cell's step cap."""
+    return max(1, min(math.ceil(spec.decay_frac * plateau_at), spec.steps - plateau_at))
+
+
+def latest_plateau(spec: TrainSpec) -> int:
+    """The step at which the plateau schedule starts its decay when no plateau came: the
+    decay then ends on the step cap (P + ceil(decay_frac·P) ≤ steps)."""
+    p = int(spec.steps / (1 + spec.decay_frac))
+    while p > 0 and p + math.ceil(spec.decay_frac * p) > spec.steps:
+        p -= 1
+    return p
+
+
+def plateau_reached(log: pl.DataFrame, spec: TrainSpec, step: int) -> bool:
+    """The plateau rule (docs/science.md#the-plateau-schedule), for one model's evaluation log
+    (step, mem_bits) at an evaluation step: memorization already holds all but plateau_growth
+    of the memorizable bits, or, with w = plateau_window·step, its mean over the evaluations
+    in (step − w, step] exceeds its mean over (step − 2w, step − w] by less than
+    plateau_growth (relative), both windows after the warmup and holding two evaluations
+    each. Means over windows, not two single evaluations: at a constant rate memorization
+    is noisy from one evaluation to the next."""
+    log = log.filter(pl.col("step") <= step).sort("step")
+    if log.height == 0 or log["step"][-1] != step:
+        return False
+    if log["mem_bits"][-1] >= (1 - spec.plateau_growth) * spec.memorizable_bits:
+        return True
+    w = spec.plateau_window * step
+    if step - 2 * w < int(spec.warmup_frac * spec.steps):
+        return False
+    last = log.filter(pl.col("step") > step - w)["mem_bits"]
+    before = log.filter((pl.col("step") > step - 2 * w) & (pl.col("step") <= step - w))["mem_bits"]
+    if last.len() < 2 or before.len() < 2 or last.mean() <= 0:
+        return False
+    return bool((last.mean() - before.mean()) / last.mean() < spec.plateau_growth)
 
 
 class EpochSampler:
@@ -107,16 +152,6 @@ def saturation(log: pl.DataFrame, steps: int, window: float, growth: float,
     start = before["mem_bits"][-1] if before.height else log["mem_bits"][0]
     rel = (end - start) / end if end > 0 else 0.0
     return bool(rel < growth), float(rel)
-
-
-def saturated_now(rows: list[dict], seeds: list[int], step: int, spec: TrainSpec) -> bool:
-    """Early stopping: every seed already passes the saturation rule at `step` (a whole
-    window of evaluations lies behind it)."""
-    if step < spec.saturation_window * spec.steps:
-        return False
-    log = pl.DataFrame(rows, schema_overrides={"step": pl.Int64, "seed": pl.Int64})
-    return all(saturation(log.filter(pl.col("seed") == s), spec.steps, spec.saturation_window,
-                          spec.saturation_growth, end_step=step)[0] for s in seeds)
 
 
 def training_loss(model: nn.Module, device: torch.device, dtype: str,
@@ -287,7 +322,11 @@ class _Training:
         self.identity = {"spec": asdict(spec), "seeds": seeds}
         self.rows: list[dict] = []
         self.step, self.elapsed, self.t0 = 0, 0.0, time.perf_counter()
-        self.stopped_at: int | None = None
+        # the plateau schedule's state: where its decay starts (None: not yet), whether the
+        # plateau rule declared it (False: the step cap forced it), where the run ends
+        self.plateau_at: int | None = None
+        self.plateau_by_rule = False
+        self.end = spec.steps
 
     def seconds(self) -> float:
         return self.elapsed + time.perf_counter() - self.t0
@@ -307,6 +346,8 @@ class _Training:
             for group in self.opt.param_groups:
                 group["lr"] = self.lr_t
         self.step, self.rows, self.elapsed = state["step"], state["rows"], state["elapsed"]
+        if state.get("plateau_at") is not None:
+            self.start_decay(state["plateau_at"], state["plateau_by_rule"])
         self.echo(f"{self.cell.label} resumed from checkpoint at step {self.step}/"
                   f"{self.spec.steps}")
 
@@ -318,7 +359,7 @@ class _Training:
         mem = (ref - bits).clamp(min=0).sum(1) * self.eval_scale  # (M,)
         for m, seed in enumerate(self.seeds):
             self.rows.append({
-                "seed": seed, "step": at, "lr": lr_at(spec, max(at - 1, 0)),
+                "seed": seed, "step": at, "lr": lr_at(spec, max(at - 1, 0), self.plateau_at),
                 "train_loss": float("nan") if losses is None else float(losses[m]),
                 "eval_nll_bits": float(bits[m].mean()), "mem_bits": float(mem[m]),
                 "elapsed_s": self.seconds()})
@@ -329,19 +370,40 @@ class _Training:
             self.checkpoint.unlink(missing_ok=True)
             raise NonFiniteLossError(
                 f"{self.cell.label} training loss became non-finite at step {at} for seed(s) "
-                f"{bad} (lr {lr_at(self.spec, at):.3g}); lower train.lr or raise "
+                f"{bad} (lr {lr_at(self.spec, at, self.plateau_at):.3g}); lower train.lr or raise "
                 "train.warmup_frac. No outputs were written.")
 
     def save_checkpoint(self) -> None:
         with atomic_path(self.checkpoint) as tmp:
             torch.save({"identity": self.identity, "model": self.model.state_dict(),
                         "optim": self.opt.state_dict(), "step": self.step, "rows": self.rows,
-                        "elapsed": self.seconds()}, tmp)
+                        "elapsed": self.seconds(), "plateau_at": self.plateau_at,
+                        "plateau_by_rule": self.plateau_by_rule}, tmp)
+
+    def start_decay(self, at: int, by_rule: bool) -> None:
+        """The plateau schedule: decay from step `at` on; the run ends after the decay."""
+        self.plateau_at, self.plateau_by_rule = at, by_rule
+        self.end = at + decay_steps(self.spec, at)
+
+    def check_plateau(self, step: int) -> None:
+        """Declare the plateau at an evaluation step when every seed passes the plateau rule
+        (the cell's seeds share one schedule: the slowest decides), or force the decay where
+        it must start to end on the step cap."""
+        if self.spec.schedule != "plateau" or self.plateau_at is not None:
+            return
+        if step >= latest_plateau(self.spec):
+            self.start_decay(step, False)
+        elif step % self.spec.eval_every == 0:
+            log = self.log()
+            if all(plateau_reached(log.filter(pl.col("seed") == s), self.spec, step)
+                   for s in self.seeds):
+                self.start_decay(step, True)
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """The training loop, from the current step to the end (or an early stop). A checkpoint
-        every runtime.checkpoint_every steps or runtime.checkpoint_minutes, whichever comes
-        first; when `stop` is set (a signal), a checkpoint at once, then Preempted."""
+        """The training loop, from the current step to the end (of the steps, or of the
+        plateau schedule's decay). A checkpoint every runtime.checkpoint_every steps or
+        runtime.checkpoint_minutes, whichever comes first; when `stop` is set (a signal), a
+        checkpoint at once, then Preempted."""
         spec, rt = self.spec, self.runtime
         stop = stop or threading.Event()
         every_s, saved_at = rt.checkpoint_minutes * 60, time.perf_counter()
@@ -349,32 +411,31 @@ class _Training:
         self.t0 = time.perf_counter()
         if self.step == 0:
             self.evaluate(0, None)
+        self.check_plateau(self.step)
         self.model.train()
         graph_step = (GraphStep(loss_fn, self.model, self.opt, self.data, spec.batch)
-                      if self.graphed and self.step < spec.steps else None)
+                      if self.graphed and self.step < self.end else None)
         losses = torch.zeros(len(self.seeds), device=self.device)
         t_last, step_last = time.perf_counter(), self.step
-        while self.step < spec.steps:
+        while self.step < self.end:
             idx = self.sampler.indices(self.step)  # (M, B), on the device already
+            lr = lr_at(spec, self.step, self.plateau_at)
             if graph_step is not None:
-                self.lr_t.fill_(lr_at(spec, self.step))
+                self.lr_t.fill_(lr)
                 losses = graph_step(idx)
             else:
                 for group in self.opt.param_groups:
-                    group["lr"] = lr_at(spec, self.step)
+                    group["lr"] = lr
                 losses = train_step(loss_fn, self.opt, self.data, idx)  # (M,) nats per token
             self.step += 1
             step = self.step
-            last = step == spec.steps
+            last = step == self.end
             if self.device.type == "cpu" or step % rt.log_every == 0 or last:
                 self.check_finite(losses, step)
             if step % spec.eval_every == 0 or last:
                 self.evaluate(step, losses.cpu())
-                if spec.early_stop and not last and saturated_now(self.rows, self.seeds, step,
-                                                                  spec):
-                    self.check_finite(losses, step)
-                    self.stopped_at = step
-                    last = True
+            if not last:
+                self.check_plateau(step)
             if step % rt.log_every == 0 or last:
                 now = time.perf_counter()
                 tps = ((step - step_last) * spec.batch * spec.seq_len * len(self.seeds)
@@ -389,37 +450,51 @@ class _Training:
                 saved_at = time.perf_counter()
             if stop.is_set():
                 raise Preempted(f"{self.cell.label} stopped by a signal at step {step}/"
-                                f"{spec.steps}; checkpoint {self.checkpoint} saved, a rerun "
+                                f"{self.end}; checkpoint {self.checkpoint} saved, a rerun "
                                 "resumes from it")
         self.elapsed = self.seconds()
 
     def progress(self, losses: torch.Tensor, tokens_per_s: float) -> None:
         spec = self.spec
         mem = np.mean([r["mem_bits"] for r in self.rows[-len(self.seeds):]])
-        self.echo(f"step {self.step}/{spec.steps} loss "
+        phase = ("" if self.plateau_at is None else
+                 f" decaying since step {self.plateau_at} ("
+                 + ("plateau" if self.plateau_by_rule else "step cap") + ")")
+        self.echo(f"step {self.step}/{self.end} loss "
                   f"{float(losses.mean()):.4f} mem {mem:,.0f}/{spec.memorizable_bits:,.0f} "
                   f"bits ({mem / spec.params:.2f} bits/param) tok/s {tokens_per_s:,.0f}"
-                  + (" — saturated, stopping early" if self.stopped_at else ""))
+                  + phase)
 
     def log(self) -> pl.DataFrame:
         return pl.DataFrame(self.rows, schema_overrides={"step": pl.Int64, "seed": pl.Int64})
 
     def records(self) -> list[dict]:
-        """The run record of every seed (run.json)."""
+        """The run record of every seed (run.json). Under the plateau schedule a run is
+        saturated when the plateau rule declared its plateau (not the step cap); otherwise
+        by the saturation rule over its last window of steps."""
         spec, step, log = self.spec, self.step, self.log()
+        plateau = spec.schedule == "plateau"
         records = []
         for seed in self.seeds:
-            seed_log = log.filter(pl.col("seed") == seed)
+            seed_log = log.filter(pl.col("seed") == seed).sort("step")
             sat, growth = saturation(seed_log, spec.steps, spec.saturation_window,
                                      spec.saturation_growth, end_step=step)
-            final = seed_log.sort("step").row(-1, named=True)
+            final = seed_log.row(-1, named=True)
+            at_plateau = (None if self.plateau_at is None else
+                          seed_log.filter(pl.col("step") <= self.plateau_at)["mem_bits"][-1])
             records.append({
-                **self.cell.identity(seed), "saturated": sat,
+                **self.cell.identity(seed), "saturated": self.plateau_by_rule if plateau else sat,
                 "mem_growth_last_window": growth, "final_train_loss": final["train_loss"],
                 "final_mem_bits_estimate": final["mem_bits"], "device": self.device.type,
                 "compute_dtype": self.dtype, "cuda_graph": self.graphed,
                 "compiled": self.compiled, "train_seconds": self.elapsed,
-                "steps_run": step, "stopped_early": self.stopped_at is not None,
+                "steps_run": step, "schedule": spec.schedule,
+                "plateau_step": self.plateau_at,
+                "plateau_reached": self.plateau_by_rule if plateau else None,
+                "decay_steps": None if self.plateau_at is None else step - self.plateau_at,
+                "plateau_mem_bits_estimate": at_plateau,
+                "decay_gain_bits_estimate": (None if at_plateau is None
+                                             else final["mem_bits"] - at_plateau),
                 "compute_saved_frac": 1 - step / spec.steps if spec.steps else 0.0,
                 "tokens_per_model": step * spec.batch * spec.seq_len,
             })
