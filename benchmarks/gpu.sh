@@ -10,6 +10,10 @@
 #   trainer_vs_hf.json memcap's packed trainer (eager and as a CUDA graph) and scorer (5 seeds)
 #                      against HF GPT2LMHeadModel one model at a time, d 16 … 64 (needs
 #                      transformers)
+#   gpu_small/         the capacity grid of configs/gpu-small.yaml through the workflow (four of
+#                      the paper's architectures, 2 seeds, bf16, the plateau schedule): its
+#                      tables (capacity, laws, runs) as Parquet, the report and the wall time;
+#                      set SKIP_GRID=1 to leave it out
 #   stage_memory.json  host peak memory and time of every model stage of one paper-grid cell at
 #                      N = 2^23 (V 2048, S 64, 5 seeds, L1-d32; scoring all 2.7e9 tokens is
 #                      what a CPU cannot do), set SKIP_MEMORY=1 to leave it out
@@ -26,6 +30,22 @@ python3 benchmarks/gpu_check.py "$OUT" --steps "${STEPS:-10000}" --budget-s "${B
 python3 benchmarks/trainer_vs_hf.py --device cuda --bf16 --seeds 5 --vocab 2048 --seq 64 \
     --batch 256 --shapes L1-d16,L2-d16,L1-d32,L1-d64,L2-d64 --out "$OUT/trainer_vs_hf.json" \
     2>&1 | tee "$OUT/trainer_vs_hf.log"
+if [ -z "${SKIP_GRID:-}" ]; then
+    mkdir -p "$OUT/gpu_small"
+    start=$(date +%s)
+    snakemake --cores "$(nproc)" --resources gpu=4 --configfile configs/gpu-small.yaml \
+        > "$OUT/gpu_small/snakemake.log" 2>&1 || tests=1
+    echo "wall_s $(( $(date +%s) - start ))" | tee "$OUT/gpu_small/wall.txt"
+    cp results/report.html "$OUT/gpu_small/" 2>/dev/null || true
+    python3 -c "
+import duckdb, sys
+con = duckdb.connect('results/memcap.duckdb', read_only=True)
+for t in ('capacity', 'laws', 'runs'):
+    con.sql(f'SELECT * FROM {t}').write_parquet(f'{sys.argv[1]}/{t}.parquet')
+print(con.sql('SELECT arch, params, n_at_max, capacity_bits, bits_per_param, saturated FROM capacity'))
+print(con.sql(\"SELECT * FROM laws WHERE law = 'capacity'\"))
+" "$OUT/gpu_small" 2>&1 | tee "$OUT/gpu_small/summary.txt" || true
+fi
 if [ -z "${SKIP_MEMORY:-}" ]; then
     python3 benchmarks/stage_memory.py --sizes 8388608 --device cuda --steps 3 \
         --out "$OUT/stage_memory.json" 2>&1 | tee "$OUT/stage_memory.log"

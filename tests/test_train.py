@@ -234,7 +234,7 @@ def test_plateau_schedule_stops_a_data_limited_run_early_and_keeps_the_bits(tmp_
     full, full_scores, _ = _train_and_score(tmp_path / "full", full_spec, [0, 1], quiet)
     run, scores, dirs = _train_and_score(tmp_path / "plateau", plateau_spec, [0, 1], quiet)
     rec = run[0]
-    assert rec["plateau_reached"] and rec["saturated"] and rec["schedule"] == "plateau"
+    assert rec["plateau_by_rule"] and rec["saturated"] and rec["schedule"] == "plateau"
     assert rec["plateau_step"] % 50 == 0 and rec["plateau_step"] < 1000
     assert rec["decay_steps"] == math.ceil(0.2 * rec["plateau_step"])
     assert rec["steps_run"] == rec["plateau_step"] + rec["decay_steps"]

@@ -22,7 +22,7 @@ RUNS_COLUMNS = [
     "params", "precision", "compute_dtype", "steps", "batch_size", "lr", "saturated",
     "mem_growth_last_window", "final_train_loss", "train_loss", "heldout_loss", "device",
     "compiled", "cuda_graph", "train_seconds", "tokens_per_model", "steps_run", "schedule",
-    "plateau_step", "plateau_reached", "decay_steps", "plateau_mem_bits_estimate",
+    "plateau_step", "plateau_by_rule", "decay_steps", "plateau_mem_bits_estimate",
     "decay_gain_bits_estimate", "compute_saved_frac",
 ]
 

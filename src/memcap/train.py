@@ -490,7 +490,7 @@ class _Training:
                 "compiled": self.compiled, "train_seconds": self.elapsed,
                 "steps_run": step, "schedule": spec.schedule,
                 "plateau_step": self.plateau_at,
-                "plateau_reached": self.plateau_by_rule if plateau else None,
+                "plateau_by_rule": self.plateau_by_rule if plateau else None,
                 "decay_steps": None if self.plateau_at is None else step - self.plateau_at,
                 "plateau_mem_bits_estimate": at_plateau,
                 "decay_gain_bits_estimate": (None if at_plateau is None
