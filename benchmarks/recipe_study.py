@@ -1,4 +1,4 @@
-"""Saturation at lower cost: learning rate, schedule, batch size and early stopping against
+"""Saturation at lower cost: learning rate, schedule, batch size and the plateau schedule against
 bits per parameter reached, on CPU-sized models (issue: fast training to saturation).
 
 Every run trains one cell of packed seeds on uniform random tokens with memcap's own trainer
@@ -10,6 +10,7 @@ architecture's capacity and the study reports the best N per recipe.
     python benchmarks/recipe_study.py --quick           # a 1-minute subset
     python benchmarks/recipe_study.py --out docs/measurements/recipe_study.json
     python benchmarks/recipe_study.py --optimizer      # Adam settings at the default recipe
+    python benchmarks/recipe_study.py --plateau        # the plateau schedule against cosine
 
 Prints one table per stage and writes every curve to the JSON file.
 """
@@ -93,23 +94,42 @@ def optimizer_stage(seeds: list[int], root: Path) -> list[dict]:
     return results
 
 
+def plateau_stage(seeds: list[int], root: Path) -> list[dict]:
+    """The plateau schedule against the cosine recipe (lr 0.1, batch 64) for L1-d8 at N 32,
+    128, 512 and 2,048, at the default budget (1,500 steps, raised to 100 passes) and at a
+    4x cap (6,000 steps): bits per parameter and steps run."""
+    results = []
+    for n, cap, schedule in itertools.product([32, 128, 512, 2048], ["default", "6000"],
+                                              ["cosine", "plateau"]):
+        steps = max(1500, -(-100 * n // 64)) if cap == "default" else 6000
+        r = run(replace(BASE, lr=0.1, n=n, eval_every=100, steps=steps, schedule=schedule,
+                        decay_frac=0.5), seeds, root)
+        results.append({"cap": cap, **r})
+        print(f"N {n:5} cap {steps:5} {schedule:8}: {r['final_bits_per_param']:.3f} bits/param, "
+              f"{r['steps_run']:,} steps ({r['seconds']:.0f} s)", flush=True)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a small subset (CI-sized)")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--optimizer", action="store_true",
                    help="only the Adam-settings probe at the default recipe (about 6 minutes)")
+    p.add_argument("--plateau", action="store_true",
+                   help="only the plateau schedule against cosine (about 8 minutes)")
     p.add_argument("--out", type=Path, help="write every curve to this JSON file")
     a = p.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in a.seeds.split(",")]
-    if a.optimizer:
-        with tempfile.TemporaryDirectory() as tmp:
-            results = optimizer_stage(seeds, Path(tmp))
-        if a.out:
-            a.out.write_text(json.dumps({"torch": torch.__version__, "seeds": seeds,
-                                         "optimizer": results}, indent=1, default=str) + "\n")
-        return
+    for flag, stage in (("optimizer", optimizer_stage), ("plateau", plateau_stage)):
+        if getattr(a, flag):
+            with tempfile.TemporaryDirectory() as tmp:
+                results = stage(seeds, Path(tmp))
+            if a.out:
+                a.out.write_text(json.dumps({"torch": torch.__version__, "seeds": seeds,
+                                             flag: results}, indent=1, default=str) + "\n")
+            return
     sizes = [128, 256]
     lrs = [0.03, 0.1] if a.quick else [0.01, 0.03, 0.1, 0.3]
     schedules = ["cosine", "constant"] if a.quick else ["cosine", "constant", "linear"]
@@ -138,21 +158,19 @@ def main() -> None:
               f"(lr {best['lr']}, {best['schedule']}), best N")
         print(table2)
 
-        # stage 3: a longer budget, and early stopping on the saturation rule
-        # (docs/science.md#saturation)
+        # stage 3: a longer budget, and the plateau schedule (docs/science.md#the-plateau-schedule)
         step_budgets = [3000] if a.quick else [3000, 6000]
-        stage3 = [run(replace(BASE, lr=best["lr"], schedule=best["schedule"], n=best["n"],
-                              steps=steps, early_stop=early), seeds, root)
-                  for steps, early in itertools.product(step_budgets, (False, True))]
-        table3 = pl.DataFrame([{"steps": r["spec"]["steps"], "early_stop": r["spec"]["early_stop"],
+        stage3 = [run(replace(BASE, lr=best["lr"], schedule=sch, n=best["n"], steps=steps),
+                      seeds, root)
+                  for steps, sch in itertools.product(step_budgets, (best["schedule"], "plateau"))]
+        table3 = pl.DataFrame([{"steps": r["spec"]["steps"], "schedule": r["spec"]["schedule"],
                                 "steps_run": r["steps_run"],
                                 "bits_per_param": r["final_bits_per_param"],
                                 "seconds": r["seconds"], "saturated": r["saturated"]}
                                for r in stage3])
-        print(f"stage 3: budget and early stopping (lr {best['lr']}, {best['schedule']}, "
-              f"N {best['n']})")
+        print(f"stage 3: budget and the plateau schedule (lr {best['lr']}, N {best['n']})")
         print(table3)
-        out["stages"] = {"lr_schedule": stage1, "batch": stage2, "budget_early_stop": stage3}
+        out["stages"] = {"lr_schedule": stage1, "batch": stage2, "budget_plateau": stage3}
         out["best"] = best
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

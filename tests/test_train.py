@@ -17,11 +17,19 @@ from safetensors.torch import load_file
 
 import memcap.train as train_mod
 from conftest import CPU, REPO, make_cell, runtime, small_spec, write_data
+from memcap.cell import Preempted
 from memcap.io import read_json
 from memcap.score import score_cell
-from memcap.cell import Preempted
-from memcap.train import (EpochSampler, NonFiniteLossError, decay_steps, latest_plateau, lr_at,
-                          plateau_reached, saturation, train_cell)
+from memcap.train import (
+    EpochSampler,
+    NonFiniteLossError,
+    decay_steps,
+    latest_plateau,
+    lr_at,
+    plateau_reached,
+    saturation,
+    train_cell,
+)
 
 
 def _train_and_score(tmp_path, spec, seeds, quiet):
