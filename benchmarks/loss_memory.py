@@ -39,7 +39,7 @@ def measure(args: argparse.Namespace, max_logits: int) -> dict:
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
-    loss = mean_token_nll(model, model.hidden(idx), idx, max_logits=max_logits)
+    loss = mean_token_nll(model, model.hidden(idx), idx, max_logits=max_logits, fused=False)
     loss.sum().backward()
     if device.type == "cuda":
         torch.cuda.synchronize()

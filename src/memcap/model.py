@@ -23,8 +23,9 @@ from torch.utils.checkpoint import checkpoint
 from memcap.memory import MAX_LOGITS
 from memcap.shapes import param_count
 
-__all__ = ["MAX_LOGITS", "PackedGPT", "load_packed", "mean_token_nll", "n_heads",
-           "param_count", "save_model", "sequence_nll_bits", "sequence_scores",
+__all__ = ["MAX_LOGITS", "PackedGPT", "blocked_token_nll", "fused_block_rows",
+           "fused_mean_token_nll", "fused_token_nll", "load_packed", "mean_token_nll",
+           "n_heads", "param_count", "save_model", "sequence_nll_bits", "sequence_scores",
            "token_nll"]
 
 
@@ -153,13 +154,19 @@ def sequences_per_chunk(n_models: int, seq_len: int, vocab_size: int,
 
 
 def mean_token_nll(model: PackedGPT, h: torch.Tensor, idx: torch.Tensor,
-                   max_logits: int = MAX_LOGITS) -> torch.Tensor:
+                   max_logits: int = MAX_LOGITS, fused: bool | None = None) -> torch.Tensor:
     """Mean next-token loss in nats of each model, (M,), from the final states h (M, B, S, d).
 
-    When the logits of the whole batch would exceed max_logits, the output projection and the
-    loss run over chunks of sequences under activation checkpointing (the chunk's logits are
-    recomputed in the backward pass), so only one chunk's logits exist at a time. The value
-    is the same sum over the same tokens."""
+    fused (default: on a CPU, outside torch.compile): the output projection, log-softmax and
+    loss in blocks of rows that stay in cache (fused_mean_token_nll); its memory is bounded by
+    construction, so max_logits does not apply. Otherwise the logits of the whole batch, or,
+    when they would exceed max_logits, of chunks of sequences under activation checkpointing
+    (the chunk's logits are recomputed in the backward pass), so only one chunk's logits exist
+    at a time. Every path takes the same mean over the same tokens."""
+    if fused is None:
+        fused = h.device.type == "cpu" and not torch.compiler.is_compiling()
+    if fused:
+        return fused_mean_token_nll(h, model.wte, idx)
     M, B, S, _ = h.shape
     chunk = sequences_per_chunk(M, S, model.vocab_size, max_logits)
     if chunk >= B:
@@ -172,6 +179,111 @@ def mean_token_nll(model: PackedGPT, h: torch.Tensor, idx: torch.Tensor,
                            use_reentrant=False, preserve_rng_state=False)
                 for i in range(0, B, chunk))
     return total / (B * (S - 1))
+
+
+# The fused loss on a CPU works on blocks of rows (predicted tokens) of every model at once: a
+# block holds FUSED_BLOCK_LOGITS logits per model (256 KiB in fp32, so a block of 2 models
+# stays in a 1 MiB L2 cache), and at least FUSED_MIN_ROWS rows, below which the matmuls of a
+# large vocabulary lose more to their shape than the cache saves (benchmarks/cpu_loss.py
+# --sweep; docs/benchmarks.md#a-fused-loss-on-the-cpu).
+FUSED_BLOCK_LOGITS = 2**16
+FUSED_MIN_ROWS = 32
+
+
+def fused_block_rows(vocab_size: int) -> int:
+    """Rows per block of the fused loss at vocabulary size V."""
+    return max(FUSED_MIN_ROWS, FUSED_BLOCK_LOGITS // vocab_size)
+
+
+def blocked_token_nll(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, rows: int,
+                      grads: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Per-row negative log-likelihood in nats (M, T), fp32, of targets (M, T) under the logits
+    h (M, T, d) @ w (M, V, d)^T, computed over blocks of `rows` rows: no more than one block's
+    logits exist at a time.
+
+    With grads = (grad_h (M, T, d), grad_w (M, V, d) zeroed), also writes the gradient of the
+    per-model sum of the rows' losses: softmax − one-hot of each row, through the projection.
+    The softmax's normaliser scales the block's small products (rows × d and d × V) instead of
+    its logits, and the one-hot part is one gather and one index_add over all rows."""
+    M, T, d = h.shape
+    V = w.shape[1]
+    wt = w.transpose(1, 2).contiguous()  # (M, d, V): both products below read it fastest
+    nll = h.new_empty(M, T)
+    if grads is not None:
+        grad_h, grad_w = grads
+        ht = h.transpose(1, 2).contiguous()  # (M, d, T)
+        grad_wt = torch.zeros_like(wt)
+    for r0 in range(0, T, rows):
+        r1 = min(r0 + rows, T)
+        z = torch.bmm(h[:, r0:r1], wt)  # the block's logits (M, r, V)
+        z_target = z.gather(2, targets[:, r0:r1].unsqueeze(2)).squeeze(2)
+        z_max = z.amax(2, keepdim=True)
+        total = z.sub_(z_max).exp_().sum(2, keepdim=True)  # z is now exp(logit − max)
+        torch.sub(total.log().add_(z_max).squeeze(2), z_target, out=nll[:, r0:r1])
+        if grads is not None:
+            inv = total.reciprocal_()  # (M, r, 1): softmax = z · inv
+            torch.mul(torch.bmm(z, wt.transpose(1, 2)), inv, out=grad_h[:, r0:r1])
+            grad_wt.baddbmm_(ht[:, :, r0:r1] * inv.transpose(1, 2), z)
+    if grads is not None:
+        # the one-hot part: row t's target embedding leaves grad_h, its state leaves grad_w
+        flat = (targets + torch.arange(M, device=h.device).view(M, 1) * V).reshape(-1)
+        grad_h.sub_(F.embedding(flat, w.reshape(M * V, d)).view(M, T, d))
+        grad_w.copy_(grad_wt.transpose(1, 2))
+        grad_w.view(M * V, d).index_add_(0, flat, h.reshape(M * T, d), alpha=-1)
+    return nll
+
+
+class _FusedMeanNLL(torch.autograd.Function):
+    """Mean loss per model (M,) of blocked_token_nll. The gradient is computed in the forward
+    pass, while each block's logits are in cache (the loss is linear in its upstream gradient,
+    one scalar per model, so the backward pass only scales it): one projection per block
+    instead of two, and only grad_h and grad_w (the sizes of h and w) are kept."""
+
+    @staticmethod
+    def forward(ctx, h, w, targets, rows, with_grad):
+        T = h.shape[1]
+        grads = (torch.empty_like(h), torch.zeros_like(w)) if with_grad else None
+        nll = blocked_token_nll(h, w, targets, rows, grads)
+        if with_grad:
+            ctx.save_for_backward(*grads)
+        ctx.tokens = T
+        return nll.mean(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        scale = (grad_out / ctx.tokens).view(-1, 1, 1)
+        return grad_h * scale, grad_w * scale, None, None, None
+
+
+def fused_mean_token_nll(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor,
+                         rows: int | None = None) -> torch.Tensor:
+    """mean_token_nll through the tied projection w (M, V, d) in fp32 blocks of rows
+    (blocked_token_nll): no (M, B·S, V) tensor is ever formed. The last position of h predicts
+    nothing and is dropped before the projection. Under autocast the loss is still fp32: the
+    states and weights are upcast and the blocks run with autocast off."""
+    M, B, S, d = h.shape
+    rows = rows or fused_block_rows(w.shape[1])
+    with torch.autocast(h.device.type, enabled=False):
+        hf = h[:, :, :-1].float().reshape(M, B * (S - 1), d)
+        w = w.float()
+        targets = idx[:, :, 1:].reshape(M, B * (S - 1)).long()
+        with_grad = torch.is_grad_enabled() and (hf.requires_grad or w.requires_grad)
+        return _FusedMeanNLL.apply(hf, w, targets, rows, with_grad)
+
+
+@torch.no_grad()
+def fused_token_nll(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor,
+                    rows: int | None = None) -> torch.Tensor:
+    """token_nll (M, B, S-1) from the final states h (M, B, S, d) through the tied projection
+    w in fp32 blocks of rows (blocked_token_nll), without the whole batch's logits."""
+    M, B, S, d = h.shape
+    rows = rows or fused_block_rows(w.shape[1])
+    with torch.autocast(h.device.type, enabled=False):
+        hf = h[:, :, :-1].float().reshape(M, B * (S - 1), d)
+        targets = idx[:, :, 1:].reshape(M, B * (S - 1)).long()
+        return blocked_token_nll(hf, w.float(), targets, rows).view(M, B, S - 1)
 
 
 @torch.no_grad()
@@ -192,12 +304,16 @@ def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
 def sequence_scores(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
                     amp: contextlib.AbstractContextManager | None = None,
                     max_logits: int = MAX_LOGITS,
-                    min_k_frac: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    min_k_frac: float | None = None, fused: bool | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(nll bits (M, N) fp64 as sequence_nll_bits, and with min_k_frac the Min-K% score: the
     mean code length in bits of the ⌈k·(S−1)⌉ least likely tokens of each sequence, else
-    None), from one pass over the tokens."""
+    None), from one pass over the tokens. fused (default: on a CPU): the per-token losses
+    through fused_token_nll, in blocks of rows, instead of the whole batch's logits."""
     was_training = model.training
     model.eval()
+    if fused is None:
+        fused = tokens.device.type == "cpu"
     M, _, S = tokens.shape
     batch_size = min(batch_size, sequences_per_chunk(M, S, model.vocab_size, max_logits))
     k = None if min_k_frac is None else max(1, math.ceil(min_k_frac * (S - 1)))
@@ -205,8 +321,11 @@ def sequence_scores(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
     for start in range(0, tokens.shape[1], batch_size):
         chunk = tokens[:, start:start + batch_size].long()  # narrow ids, widened per chunk
         with amp or contextlib.nullcontext():
-            logits = model(chunk)
-        per_token = token_nll(logits, chunk).double() / math.log(2)
+            if fused:
+                per_token = fused_token_nll(model.hidden(chunk), model.wte, chunk)
+            else:
+                per_token = token_nll(model(chunk), chunk)
+        per_token = per_token.double() / math.log(2)
         nll.append(per_token.sum(-1))
         if k is not None:
             min_k.append(per_token.topk(k, dim=-1).values.mean(-1))
