@@ -28,6 +28,18 @@ def test_shipped_configs_are_valid(name):
     assert cfg["train"]["steps"] >= 1
 
 
+def test_the_paper_shape_configs_put_n_on_both_sides_of_each_capacity():
+    """gpu-small and laptop: N below and above each architecture's capacity at the paper's
+    3.6 bits per parameter (693 bits per sequence at V 2048, S 64)."""
+    for name in ("configs/gpu-small.yaml", "configs/laptop.yaml"):
+        cfg = merged(name)
+        assert (cfg["synthetic"]["vocab_size"], cfg["synthetic"]["seq_len"]) == (2048, 64)
+        assert cfg["train"]["schedule"] == "plateau" and not cfg["text"]["enabled"]
+        for a in cfg["architectures"]:
+            capacity_n = 3.6 * param_count(2048, 64, a["n_layer"], a["d_model"]) / (63 * 11)
+            assert min(a["dataset_sizes"]) < capacity_n < max(a["dataset_sizes"]), a
+
+
 def merged(name: str) -> dict:
     """A named config merged over config.yaml, as `snakemake --configfile NAME` does."""
     def merge(base: dict, over: dict) -> dict:
@@ -85,7 +97,16 @@ def test_paper_config_is_the_papers_grid():
     assert cfg["synthetic"]["dataset_sizes"][0] == 2**12
     assert all(n & (n - 1) == 0 for n in cfg["synthetic"]["dataset_sizes"])
     assert len(cfg["seeds"]) == 5 and set(cfg["precisions"]) == {"bf16", "fp32"}
-    assert (cfg["train"]["steps"], cfg["train"]["batch_size"]) == (10**6, 2048)
+    assert (cfg["train"]["max_steps"], cfg["train"]["batch_size"]) == (10**6, 2048)
+    # the adaptive budget: the paper's 10^6 steps only where 250 passes call for them
+    assert cfg["train"]["schedule"] == "plateau"
+    steps = {(a, n): train_spec(cfg, "synthetic", a, "bf16", n)["steps"]
+             for a in ("L1-d32", "L8-d256") for n in (2**12, 2**20, 2**23)}
+    assert steps["L1-d32", 2**12] == 2000  # the floor
+    assert steps["L1-d32", 2**20] == 250 * 2**20 // 2048
+    assert steps["L1-d32", 2**23] == steps["L8-d256", 2**23] == 10**6  # the cap
+    p = param_count(2048, 64, 8, 256)  # 1,000 tokens per parameter
+    assert steps["L8-d256", 2**12] == math.ceil(1000 * p / (2048 * 64))
 
 
 def test_defaults_are_filled(cfg):
