@@ -161,6 +161,15 @@ def test_a_preempted_training_job_is_requeued_and_resumes(cluster, tmp_path, qui
         time.sleep(0.5)
     train_job = next(j for j in slurm_jobs(workdir) if rule_of(j) == "train")
     subprocess.run(["scontrol", "requeue", train_job["JobId"]], check=True)
+    # SLURM holds a requeued job for 120 s (BeginTime) before it may start again; lift the
+    # hold once the job is back in the queue, so the test does not wait it out
+    while time.time() < deadline:
+        job = next(j for j in slurm_jobs(workdir) if j["JobId"] == train_job["JobId"])
+        if job["JobState"] == "PENDING":
+            subprocess.run(["scontrol", "update", f"JobId={job['JobId']}", "StartTime=now"],
+                           check=True)
+            break
+        time.sleep(0.5)
     rest, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, rest[-4000:]
     job = next(j for j in slurm_jobs(workdir) if j["JobId"] == train_job["JobId"])
