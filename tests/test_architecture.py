@@ -93,7 +93,7 @@ def test_train_spec_is_the_shape_and_the_schemas_train_section():
     # budget keys (x-budget) are resolved into `steps`, not fields of the spec
     assert fields == ["vocab_size", "seq_len", "n_layer", "d_model", "precision", "n",
                       *[k for k, v in train.items() if not v.get("x-budget")]]
-    assert config.budget_keys() == {"min_passes"}
+    assert config.budget_keys() == {"min_passes", "tokens_per_param", "max_steps"}
     # defaults live in the schema only: no record carries one of its own
     for record in (TrainSpec, Runtime):
         assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
