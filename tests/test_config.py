@@ -239,3 +239,15 @@ def test_dataset_sizes_per_architecture(cfg):
     del cfg["architectures"][0]["dataset_sizes"]
     cfg["text"]["architectures"][0]["dataset_sizes"] = [16]
     assert "text.architectures[0].dataset_sizes" in _error(cfg)
+
+
+def test_plateau_keys_reach_only_plateau_cells(cfg):
+    cfg["architectures"][0]["train"] = {"schedule": "plateau"}
+    before = validate_config(copy.deepcopy(cfg))
+    cfg["train"]["decay_frac"] = 0.25
+    after = validate_config(cfg)
+    # a cosine cell's spec (its identity, its cached results) does not move ...
+    assert (train_spec(after, "synthetic", "L1-d32", "fp32", 64)
+            == train_spec(before, "synthetic", "L1-d32", "fp32", 64))
+    # ... the plateau cell's does
+    assert train_spec(after, "synthetic", "L1-d8", "fp32", 64)["decay_frac"] == 0.25

@@ -244,7 +244,7 @@ def test_plateau_schedule_stops_a_data_limited_run_early_and_keeps_the_bits(tmp_
     rec = run[0]
     assert rec["plateau_by_rule"] and rec["saturated"] and rec["schedule"] == "plateau"
     assert rec["plateau_step"] % 50 == 0 and rec["plateau_step"] < 1000
-    assert rec["decay_steps"] == math.ceil(0.2 * rec["plateau_step"])
+    assert rec["decay_steps"] == math.ceil(plateau_spec.decay_frac * rec["plateau_step"])
     assert rec["steps_run"] == rec["plateau_step"] + rec["decay_steps"]
     assert rec["compute_saved_frac"] == pytest.approx(1 - rec["steps_run"] / 1500)
     assert rec["tokens_per_model"] == rec["steps_run"] * 8 * 16

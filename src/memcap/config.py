@@ -259,8 +259,12 @@ def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> di
     text_train = config["text"].get("train", {}) if kind == KIND_TEXT else {}
     train = {**config["train"], **text_train, **a.get("train", {})}
     steps = budget_steps(train, int(n), param_count(vocab, seq, a["n_layer"], a["d_model"]), seq)
+    # keys of a schedule the cell does not use cannot change its weights: their defaults
+    props = schema()["properties"]["train"]["properties"]
+    unused = {k: p["default"] for k, p in props.items()
+              if p.get("x-schedule") not in (None, train["schedule"])}
     return {
-        **{k: v for k, v in train.items() if k not in budget_keys()}, "steps": steps,
+        **{k: v for k, v in train.items() if k not in budget_keys()}, **unused, "steps": steps,
         "vocab_size": vocab, "seq_len": seq,
         "n_layer": a["n_layer"], "d_model": a["d_model"], "precision": precision, "n": int(n),
     }
