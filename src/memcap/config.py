@@ -237,6 +237,15 @@ def budget_keys() -> frozenset[str]:
                      if v.get("x-budget"))
 
 
+@functools.cache
+def schedule_keys() -> dict[str, tuple[str, Any]]:
+    """The train keys only one schedule reads (marked x-schedule in the schema): key ->
+    (schedule, default)."""
+    return {k: (v["x-schedule"], v["default"])
+            for k, v in schema()["properties"]["train"]["properties"].items()
+            if "x-schedule" in v}
+
+
 def budget_steps(train: dict, n: int, params: int, seq_len: int) -> int:
     """A cell's optimizer steps from the budget keys of its `train` settings: `steps`, raised
     where needed so that each of its n samples is seen at least min_passes times and the
@@ -260,9 +269,8 @@ def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> di
     train = {**config["train"], **text_train, **a.get("train", {})}
     steps = budget_steps(train, int(n), param_count(vocab, seq, a["n_layer"], a["d_model"]), seq)
     # keys of a schedule the cell does not use cannot change its weights: their defaults
-    props = schema()["properties"]["train"]["properties"]
-    unused = {k: p["default"] for k, p in props.items()
-              if p.get("x-schedule") not in (None, train["schedule"])}
+    unused = {k: default for k, (sched, default) in schedule_keys().items()
+              if sched != train["schedule"]}
     return {
         **{k: v for k, v in train.items() if k not in budget_keys()}, **unused, "steps": steps,
         "vocab_size": vocab, "seq_len": seq,

@@ -201,10 +201,11 @@ def blocked_token_nll(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, r
     h (M, T, d) @ w (M, V, d)^T, computed over blocks of `rows` rows: no more than one block's
     logits exist at a time.
 
-    With grads = (grad_h (M, T, d), grad_w (M, V, d) zeroed), also writes the gradient of the
-    per-model sum of the rows' losses: softmax − one-hot of each row, through the projection.
-    The softmax's normaliser scales the block's small products (rows × d and d × V) instead of
-    its logits, and the one-hot part is one gather and one index_add over all rows."""
+    With grads = (grad_h (M, T, d), grad_w (M, V, d)), both overwritten, also writes the
+    gradient of the per-model sum of the rows' losses: softmax − one-hot of each row, through
+    the projection. The softmax's normaliser scales the block's small products (rows × d and
+    d × V) instead of its logits, and the one-hot part is one gather and one index_add over all
+    rows."""
     M, T, d = h.shape
     V = w.shape[1]
     wt = w.transpose(1, 2).contiguous()  # (M, d, V): both products below read it fastest
@@ -242,7 +243,7 @@ class _FusedMeanNLL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w, targets, rows, with_grad):
         T = h.shape[1]
-        grads = (torch.empty_like(h), torch.zeros_like(w)) if with_grad else None
+        grads = (torch.empty_like(h), torch.empty_like(w)) if with_grad else None
         nll = blocked_token_nll(h, w, targets, rows, grads)
         if with_grad:
             ctx.save_for_backward(*grads)
@@ -263,14 +264,20 @@ def fused_mean_token_nll(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor,
     (blocked_token_nll): no (M, B·S, V) tensor is ever formed. The last position of h predicts
     nothing and is dropped before the projection. Under autocast the loss is still fp32: the
     states and weights are upcast and the blocks run with autocast off."""
-    M, B, S, d = h.shape
     rows = rows or fused_block_rows(w.shape[1])
     with torch.autocast(h.device.type, enabled=False):
-        hf = h[:, :, :-1].float().reshape(M, B * (S - 1), d)
+        hf, targets = _predicting_rows(h, idx)
         w = w.float()
-        targets = idx[:, :, 1:].reshape(M, B * (S - 1)).long()
         with_grad = torch.is_grad_enabled() and (hf.requires_grad or w.requires_grad)
         return _FusedMeanNLL.apply(hf, w, targets, rows, with_grad)
+
+
+def _predicting_rows(h: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fp32 states (M, B·(S−1), d) of every position that predicts a token (the last one
+    predicts nothing) and their targets (M, B·(S−1)), int64."""
+    M, B, S, d = h.shape
+    return (h[:, :, :-1].float().reshape(M, B * (S - 1), d),
+            idx[:, :, 1:].reshape(M, B * (S - 1)).long())
 
 
 @torch.no_grad()
@@ -278,11 +285,10 @@ def fused_token_nll(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor,
                     rows: int | None = None) -> torch.Tensor:
     """token_nll (M, B, S-1) from the final states h (M, B, S, d) through the tied projection
     w in fp32 blocks of rows (blocked_token_nll), without the whole batch's logits."""
-    M, B, S, d = h.shape
+    M, B, S, _ = h.shape
     rows = rows or fused_block_rows(w.shape[1])
     with torch.autocast(h.device.type, enabled=False):
-        hf = h[:, :, :-1].float().reshape(M, B * (S - 1), d)
-        targets = idx[:, :, 1:].reshape(M, B * (S - 1)).long()
+        hf, targets = _predicting_rows(h, idx)
         return blocked_token_nll(hf, w.float(), targets, rows).view(M, B, S - 1)
 
 

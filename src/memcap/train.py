@@ -327,6 +327,7 @@ class _Training:
         self.plateau_at: int | None = None
         self.plateau_by_rule = False
         self.end = spec.steps
+        self.latest_plateau = latest_plateau(spec)
 
     def seconds(self) -> float:
         return self.elapsed + time.perf_counter() - self.t0
@@ -391,7 +392,7 @@ class _Training:
         it must start to end on the step cap."""
         if self.spec.schedule != "plateau" or self.plateau_at is not None:
             return
-        if step >= latest_plateau(self.spec):
+        if step >= self.latest_plateau:
             self.start_decay(step, False)
         elif step % self.spec.eval_every == 0:
             log = self.log()
