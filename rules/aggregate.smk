@@ -6,6 +6,7 @@ localrules:
     collect,
     laws,
     database,
+    bracket,
 
 
 rule collect:
@@ -14,6 +15,8 @@ rule collect:
         scores=lambda wc: [f"{d}/score.json" for d in all_run_dirs()],
         evaluations=lambda wc: [f"{d}/evaluation.json" for d in all_run_dirs()],
         top=lambda wc: [f"{d}/top_samples.parquet" for d in all_run_dirs()],
+        # the plateau estimate of each run is fitted to its training log
+        logs=lambda wc: [f"{d}/train_log.parquet" for d in all_run_dirs()],
         references=text_records()["references"],
         stats=text_records()["stats"],
     output:
@@ -67,3 +70,24 @@ rule database:
         "python -m memcap database --tables {input.tables} --samples {input.samples}"
         " --audit-tables {input.audit_tables} --audit-samples {input.audit_samples}"
         " --out {output} > {log} 2>&1"
+
+
+# `snakemake --cores 2 bracket` (with the run's --configfile): a config overlay adding, per
+# synthetic architecture whose maximum the grid does not bracket, the next N
+# (capacity.bracket_next_n; docs/science.md#bracketing). Rerun with it as the last
+# --configfile: only the new cells train, score and evaluate.
+rule bracket:
+    input:
+        DATABASE,
+    output:
+        BRACKET,
+    params:
+        grid=shlex.quote(json.dumps({"architectures": config["architectures"],
+                                     "dataset_sizes": SYN["dataset_sizes"]}, sort_keys=True)),
+    conda:
+        ENV
+    log:
+        "results/logs/bracket.log",
+    shell:
+        "python -m memcap bracket --grid {params.grid} --database {input} --out {output}"
+        " 2>&1 | tee {log}"

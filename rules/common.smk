@@ -9,7 +9,7 @@ from memcap.cell import Runtime, build_cell
 from memcap.config import KINDS, architecture, cells, shape
 from memcap.corpus import ARTIFACTS
 from memcap.memory import cell_request_mb, compact_bytes, request_mb
-from memcap.paths import (AUDIT_TABLES, AUDIT_TARGET, CELL, COLLECTED,
+from memcap.paths import (AUDIT_TABLES, AUDIT_TARGET, BRACKET, CELL, COLLECTED,
                           COLLECTED_MEMORIZATION, DATA, DATABASE, DOCS, FIGURES, FIGURES_DIR,
                           FITTED, ORACLE, ORACLE_RECORD, POOL, REGISTRY, REPORT, RUN,
                           SAME_ARCH, SAME_ARCH_RECORD, TABLES, TABLES_DIR, TEXT_STATS,

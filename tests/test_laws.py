@@ -104,3 +104,58 @@ def test_mia_law_fit_recovers_known_constants():
     c1, c2, c3 = fit_mia_curve(x, y)
     assert c1 == pytest.approx(1.2, rel=0.1) and c2 == pytest.approx(50, rel=0.15)
     assert c3 == pytest.approx(0.05, abs=0.01)
+
+
+def _status(cap: pl.DataFrame, arch: str) -> dict:
+    return cap.filter(pl.col("arch") == arch).row(0, named=True)
+
+
+def rise_and_fall(p, d, s):
+    """Memorization rises with the data to capacity 3·P, and past 20·P bits of data falls
+    by a fifth (undertrained past-capacity cells): P 1,000 peaks at N 64 of 16…1,024."""
+    return min(3.0 * p, d) * (1.0 if d < 20.0 * p else 0.8)
+
+
+def test_a_maximum_at_the_end_of_the_grid_is_flagged():
+    runs, mem = _frames(rise_and_fall, archs=(("L1-d8", 1000), ("L2-d16", 60000)))
+    cap = capacity_table(runs, mem)
+    inside, end = _status(cap, "L1-d8"), _status(cap, "L2-d16")
+    assert inside["n_at_max"] == 16 * 4 and inside["bracketed"]
+    assert (inside["bracket_n_below"], inside["bracket_n_above"]) == (16, 256)
+    assert inside["bracket_status"] == "bracketed" and not inside["lower_bound"]
+    assert end["n_at_max"] == end["n_max"] == 1024 and not end["bracketed"]
+    assert end["bracket_n_above"] is None and end["bracket_n_below"] == 256
+    assert end["bracket_status"] == "max at the largest N"
+    assert end["lower_bound"] and not end["saturated"]
+    # at the smallest N: every N is past capacity, and memorization falls with N
+    runs, mem = _frames(lambda p, d, s: 3.0 * p * 16 * 186 / d)
+    first = _status(capacity_table(runs, mem), "L1-d8")
+    assert first["n_at_max"] == first["n_min"] == 16
+    assert first["bracket_status"] == "max at the smallest N" and first["lower_bound"]
+    # a single N brackets nothing
+    runs, mem = _frames(lambda p, d, s: min(3.0 * p, d), sizes=(64,))
+    assert _status(capacity_table(runs, mem), "L1-d8")["bracket_status"] == "max at the only N"
+
+
+def test_a_bracket_needs_its_neighbours_trained_to_their_plateau():
+    runs, mem = _frames(rise_and_fall, archs=(("L1-d8", 1000),))
+    # the runs at N 256 (the neighbour above the maximum at 64) stopped while still rising
+    runs = runs.with_columns(saturated=pl.col("n") != 256)
+    row = _status(capacity_table(runs, mem), "L1-d8")
+    assert row["n_at_max"] == 64 and not row["bracketed"]
+    assert row["bracket_status"] == "N above not saturated" and row["lower_bound"]
+    runs = runs.with_columns(saturated=pl.col("n") > 64)
+    row = _status(capacity_table(runs, mem), "L1-d8")
+    assert row["bracket_status"] == "runs at the maximum not saturated; N below not saturated"
+
+
+def test_the_next_n_doubles_the_grid_up_to_the_predicted_capacity():
+    from memcap.laws import next_bracket_n
+
+    assert next_bracket_n(64, 16, 256, predicted_n=100.0) is None  # inside the grid
+    assert next_bracket_n(256, 16, 256, predicted_n=100.0) == 512  # past the prediction
+    assert next_bracket_n(256, 16, 256, predicted_n=3000.0) == 4096  # the prediction, above
+    assert next_bracket_n(16, 16, 256, predicted_n=10.0) == 8
+    assert next_bracket_n(16, 16, 256, predicted_n=3.0) == 2
+    assert next_bracket_n(1, 1, 256, predicted_n=0.5) is None
+    assert next_bracket_n(64, 64, 64, predicted_n=1000.0) == 1024

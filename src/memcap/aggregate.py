@@ -15,6 +15,7 @@ import duckdb
 import polars as pl
 
 from memcap.io import atomic_path, read_json
+from memcap.plateau import estimate_plateau
 from memcap.quantities import dataset_entropy_bits
 
 RUNS_COLUMNS = [
@@ -25,10 +26,39 @@ RUNS_COLUMNS = [
     "plateau_step", "plateau_by_rule", "decay_steps", "plateau_mem_bits_estimate",
     "decay_gain_bits_estimate", "compute_saved_frac",
 ]
+# the plateau estimate (memcap.plateau), from each run's training log
+PLATEAU_COLUMNS = ["mem_bits_plateau", "mem_bits_plateau_ci_low", "mem_bits_plateau_ci_high",
+                   "plateau_fit"]
 
 
 def _finite_or_none(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
+
+
+def plateau_row(log_path: Path, run: dict, score: dict) -> dict:
+    """The plateau estimate of one run, in the units of its measured memorization
+    (docs/science.md#the-plateau-estimate). The training log's memorization is against the
+    uniform code on the first eval_samples training sequences, scaled to N: for a synthetic
+    run the measured one's estimate (equal where N ≤ eval_samples), so the estimate is scaled
+    by measured / the log's final value. Text runs get none: their measured memorization is
+    against a learned reference, which the log does not know."""
+    empty = dict.fromkeys(PLATEAU_COLUMNS[:3])
+    if run["kind"] != "synthetic":
+        return {**empty, "plateau_fit": "none: the training log measures against the uniform "
+                                        "code, text memorization against its reference"}
+    if not Path(log_path).exists():
+        return {**empty, "plateau_fit": "none: no training log"}
+    log = pl.read_parquet(log_path).sort("step")
+    est = estimate_plateau(log["step"].to_numpy(), log["mem_bits"].to_numpy(),
+                           log["lr"].to_numpy(), ceiling=score["dataset_bits"])
+    if est.value is None:
+        return {**empty, "plateau_fit": f"none: {est.fit}"}
+    final = float(log["mem_bits"][-1])
+    scale = score["mem_bits"] / final if final > 0 else 1.0
+    cap = score["dataset_bits"]
+    return {"mem_bits_plateau": min(est.value * scale, cap),
+            "mem_bits_plateau_ci_low": min(est.ci_low * scale, cap),
+            "mem_bits_plateau_ci_high": min(est.ci_high * scale, cap), "plateau_fit": est.fit}
 
 
 def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
@@ -44,7 +74,8 @@ def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
             if other["run_id"] != rid:
                 raise ValueError(f"{d}/{name} belongs to run {other['run_id']}, not {rid}")
         runs.append({**{k: r.get(k) for k in RUNS_COLUMNS}, "train_loss": s["train_loss"],
-                     "heldout_loss": s["heldout_loss"]})
+                     "heldout_loss": s["heldout_loss"],
+                     **plateau_row(d / "train_log.parquet", r, s)})
         by_ref += [{"run_id": rid, "reference": name, **totals}
                    for name, totals in s["references"].items()]
         mem.append({"run_id": rid, "reference": s["reference"], "mem_bits": s["mem_bits"],
@@ -61,7 +92,9 @@ def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
         mia += ev["mia"]
         extraction += ev["extraction"]
         tops.append(pl.read_parquet(d / "top_samples.parquet"))
-    runs_df = pl.DataFrame(runs).select(RUNS_COLUMNS).sort("kind", "arch", "precision", "n", "seed")
+    runs_df = (pl.DataFrame(runs, schema_overrides={c: pl.Float64 for c in PLATEAU_COLUMNS[:3]})
+               .select(*RUNS_COLUMNS, *PLATEAU_COLUMNS)
+               .sort("kind", "arch", "precision", "n", "seed"))
     return {"runs": runs_df, "memorization": pl.DataFrame(mem),
             "memorization_by_reference": pl.DataFrame(by_ref), "mia": pl.DataFrame(mia),
             "extraction": pl.DataFrame(extraction),

@@ -335,6 +335,33 @@ def cmd_report(a: argparse.Namespace) -> None:
     print(write_report(a.db, a.figures_dir, a.out))
 
 
+@command("bracket", "add the N that bracket each synthetic capacity maximum: a config "
+                    "overlay (docs/science.md#bracketing)",
+         arg("--configfile", type=Path, nargs="*", default=[],
+             help="the run's config files, merged over ./config.yaml in order, as Snakemake "
+                  "merges them"),
+         arg("--grid", type=_json, help="instead of --configfile: the validated config's "
+             "architectures and synthetic dataset_sizes as JSON (the bracket rule)"),
+         arg("--database", type=Path, default=Path("results/memcap.duckdb")),
+         arg("--out", type=Path, default=Path("results/bracket.yaml"),
+             help="the overlay to write (only when some N is to be added)"))
+def cmd_bracket(a: argparse.Namespace) -> None:
+    from memcap.bracket import merge_configs, read_capacity, write_overlay
+
+    if a.grid is None:
+        from memcap.config import validate_config
+
+        base = [Path("config.yaml")] if Path("config.yaml").exists() else []
+        config = validate_config(merge_configs([*base, *a.configfile]))
+        a.grid = {"architectures": config["architectures"],
+                  "dataset_sizes": config["synthetic"]["dataset_sizes"]}
+    if not a.database.exists():
+        raise FileNotFoundError(f"{a.database}: run the workflow first (snakemake)")
+    for line in write_overlay(a.grid["architectures"], a.grid["dataset_sizes"],
+                              read_capacity(a.database), a.out):
+        print(line)
+
+
 # ------------------------------------------------------------------------- predict, verify
 
 @command("verify-plan", "dataset sizes where the fitted law predicts target F1 values",

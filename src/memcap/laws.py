@@ -9,6 +9,7 @@ sample redraws whole seeds, the same draw for every architecture and N).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,13 @@ import polars as pl
 
 from memcap.io import atomic_path
 from memcap.paper import PAPER_ALPHA_BF16
-from memcap.quantities import MIN_CI_SEEDS, capacity_ratio, mia_f1, sequences_per_param
+from memcap.quantities import (
+    MIN_CI_SEEDS,
+    capacity_ratio,
+    memorizable_bits,
+    mia_f1,
+    sequences_per_param,
+)
 
 LAW_SCHEMA = {"law": pl.String, "kind": pl.String, "precision": pl.String,
               "parameter": pl.String, "value": pl.Float64, "ci_low": pl.Float64,
@@ -29,33 +36,124 @@ DATA_LIMITED_FRACTION = 0.95
 
 
 def capacity_table(runs: pl.DataFrame, memorization: pl.DataFrame) -> pl.DataFrame:
-    """One row per (kind, arch, precision): capacity, where it sits, and whether it is a plateau.
+    """One row per (kind, arch, precision): capacity, where it sits, whether the grid brackets
+    it, and whether it is a plateau (docs/science.md#capacity).
 
-    saturated = every run at n_at_max passed the training saturation rule AND the maximum is a
-    plateau (a larger N exists in the grid and the runs at n_at_max are not data-limited).
-    Otherwise the capacity is a lower bound (`lower_bound` = not saturated).
+    bracketed = the grid holds a smaller and a larger N than n_at_max (its neighbours, which
+    hold no more than the maximum by its definition), and every run at the three N passed
+    the saturation rule (trained to its plateau); bracket_status says what is missing
+    otherwise.
+    saturated = bracketed AND every run at n_at_max saturated AND the maximum is a plateau
+    (a larger N exists and the runs at n_at_max are not data-limited). Otherwise the
+    capacity is a lower bound (`lower_bound` = not saturated).
+
+    With the runs' plateau estimates (runs.mem_bits_plateau, memcap.plateau), the capacity
+    computed from them as well: the same maximum over N of the means over seeds, labelled
+    an estimate.
     """
     df = runs.join(memorization, on="run_id")
+    has_estimate = "mem_bits_plateau" in df.columns
+    estimate = ([pl.col(c).mean().alias(f"mean_{c}") for c in PLATEAU_COLUMNS]
+                if has_estimate else [])
     per_n = (df.group_by("kind", "arch", "n_layer", "d_model", "precision", "params", "n")
-             .agg(mean_mem=pl.col("mem_bits").mean(), std_mem=pl.col("mem_bits").std(),
-                  n_seeds=pl.len(), all_saturated=pl.col("saturated").all(),
+             .agg(*estimate, mean_mem=pl.col("mem_bits").mean(),
+                  std_mem=pl.col("mem_bits").std(), n_seeds=pl.len(),
+                  all_saturated=pl.col("saturated").all(),
                   frac=pl.col("memorizable_fraction").mean()))
     keys = ["kind", "arch", "precision"]
-    n_max = per_n.group_by(keys).agg(n_max=pl.col("n").max(), n_sizes=pl.len())
+    n_range = per_n.group_by(keys).agg(n_max=pl.col("n").max(), n_min=pl.col("n").min(),
+                                        n_sizes=pl.len())
     best = (per_n.sort(["mean_mem", "n"], descending=[True, False])  # ties: smallest N
             .group_by(keys, maintain_order=True).first()
-            .join(n_max, on=keys))
-    return (best.select(
+            .join(n_range, on=keys))
+    table = (best.select(
         *keys, "n_layer", "d_model", "params",
         capacity_bits="mean_mem", capacity_seed_std="std_mem", n_seeds="n_seeds",
-        n_at_max="n", n_max="n_max",
+        n_at_max="n", n_max="n_max", n_min="n_min",
         bits_per_param=pl.col("mean_mem") / pl.col("params"),
         memorized_fraction_at_max="frac",
         training_saturated="all_saturated",
         plateau_reached=(pl.col("n") < pl.col("n_max")) & (pl.col("frac") < DATA_LIMITED_FRACTION),
-    ).with_columns(saturated=pl.col("training_saturated") & pl.col("plateau_reached"))
-     .with_columns(lower_bound=~pl.col("saturated"))
-     .sort("kind", "precision", "params"))
+    ).join(bracket_table(per_n, best), on=keys)
+     .with_columns(saturated=pl.col("training_saturated") & pl.col("plateau_reached")
+                   & pl.col("bracketed"))
+     .with_columns(lower_bound=~pl.col("saturated")))
+    return (table.join(_capacity_estimate(per_n, has_estimate), on=keys, how="left")
+            .sort("kind", "precision", "params"))
+
+
+# the per-run plateau estimate and its CI (runs table, memcap.plateau)
+PLATEAU_COLUMNS = ("mem_bits_plateau", "mem_bits_plateau_ci_low", "mem_bits_plateau_ci_high")
+
+BRACKET_SCHEMA = {"kind": pl.String, "arch": pl.String, "precision": pl.String,
+                  "bracket_n_below": pl.Int64, "bracket_n_above": pl.Int64,
+                  "bracketed": pl.Boolean, "bracket_status": pl.String}
+
+
+def bracket_table(per_n: pl.DataFrame, best: pl.DataFrame) -> pl.DataFrame:
+    """Per (kind, arch, precision): the neighbours of the maximum in the grid of N and whether
+    they bracket it (docs/science.md#bracketing). per_n: one row per N with mean_mem and
+    all_saturated; best: the row of the maximum (n, mean_mem, all_saturated).
+
+    bracket_n_below / bracket_n_above: the next smaller / larger N of the grid (null at an
+    end); both hold less than the maximum (ties go to the smallest N, so the N above may hold
+    as much: a flat plateau). bracket_status: "bracketed", or every reason it is not, joined
+    by "; ": "max at the largest N", "max at the smallest N", "max at the only N", "runs at
+    the maximum not saturated", "N below not saturated", "N above not saturated"."""
+    keys = ["kind", "arch", "precision"]
+    rows = []
+    for key, grid in per_n.sort("n").group_by(keys, maintain_order=True):
+        at = best.filter(*[pl.col(k) == v for k, v in zip(keys, key, strict=True)]).row(
+            0, named=True)
+        sizes = grid["n"].to_list()
+        i = sizes.index(at["n"])
+        below = grid.row(i - 1, named=True) if i > 0 else None
+        above = grid.row(i + 1, named=True) if i + 1 < len(sizes) else None
+        reasons = []
+        if below is None and above is None:
+            reasons.append("max at the only N")
+        elif above is None:
+            reasons.append("max at the largest N")
+        elif below is None:
+            reasons.append("max at the smallest N")
+        if not at["all_saturated"]:
+            reasons.append("runs at the maximum not saturated")
+        for side, row in (("below", below), ("above", above)):
+            if row is not None and not row["all_saturated"]:
+                reasons.append(f"N {side} not saturated")
+        rows.append({**dict(zip(keys, key, strict=True)),
+                     "bracket_n_below": None if below is None else below["n"],
+                     "bracket_n_above": None if above is None else above["n"],
+                     "bracketed": not reasons,
+                     "bracket_status": "; ".join(reasons) or "bracketed"})
+    return pl.DataFrame(rows, schema=BRACKET_SCHEMA)
+
+
+ESTIMATE_SCHEMA = {"kind": pl.String, "arch": pl.String, "precision": pl.String,
+                   "capacity_bits_estimate": pl.Float64,
+                   "capacity_bits_estimate_ci_low": pl.Float64,
+                   "capacity_bits_estimate_ci_high": pl.Float64,
+                   "n_at_max_estimate": pl.Int64, "bits_per_param_estimate": pl.Float64}
+
+
+def _capacity_estimate(per_n: pl.DataFrame, has_estimate: bool) -> pl.DataFrame:
+    """Capacity from the runs' plateau estimates: the maximum over N of the mean over seeds
+    of mem_bits_plateau, with the same maximum of the means of each run's CI bounds (the
+    fits' uncertainty, not the seeds' spread). Null where no run of an N has an estimate."""
+    keys = ["kind", "arch", "precision"]
+    if not has_estimate:
+        return pl.DataFrame(schema=ESTIMATE_SCHEMA)
+    est = per_n.filter(pl.col("mean_mem_bits_plateau").is_not_null())
+    best = (est.sort(["mean_mem_bits_plateau", "n"], descending=[True, False])
+            .group_by(keys, maintain_order=True).first())
+    bounds = est.group_by(keys).agg(lo=pl.col("mean_mem_bits_plateau_ci_low").max(),
+                                    hi=pl.col("mean_mem_bits_plateau_ci_high").max())
+    return (best.join(bounds, on=keys).select(
+        *keys, capacity_bits_estimate="mean_mem_bits_plateau",
+        capacity_bits_estimate_ci_low="lo", capacity_bits_estimate_ci_high="hi",
+        n_at_max_estimate="n",
+        bits_per_param_estimate=pl.col("mean_mem_bits_plateau") / pl.col("params"))
+        .cast(ESTIMATE_SCHEMA))
 
 
 def slope_through_origin(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -254,6 +352,41 @@ def double_descent(runs: pl.DataFrame, memorization: pl.DataFrame) -> pl.DataFra
     return pl.DataFrame(rows, schema=DOUBLE_DESCENT_SCHEMA).sort("precision", "params")
 
 
+# --- extending the grid to bracket the maximum (docs/science.md#bracketing) ---------------
+
+def next_bracket_n(n_at_max: int, n_min: int, n_max: int, predicted_n: float) -> int | None:
+    """The N to add so that the grid brackets a maximum at one of its ends; None inside.
+
+    At the largest N: n_max·2^k, at the smallest: n_min/2^k (at least 1), with k ≥ 1 the
+    fewest doublings that reach the predicted capacity `predicted_n` (sequences of α·P bits;
+    past it a run holds less than at capacity). So the grid doubles until the prediction,
+    and a prediction inside the grid adds the neighbouring power of two."""
+    if n_min < n_at_max < n_max or not math.isfinite(predicted_n) or predicted_n <= 0:
+        return None
+    if n_at_max == n_max:
+        k = max(1, math.ceil(math.log2(predicted_n / n_max)))
+        return int(n_max * 2 ** k)
+    k = max(1, math.ceil(math.log2(n_min / predicted_n)))
+    below = n_min // 2 ** k
+    return below if below >= 1 and n_min > 1 else None
+
+
+def with_next_bracket_n(capacity: pl.DataFrame, runs: pl.DataFrame,
+                        laws: pl.DataFrame) -> pl.DataFrame:
+    """Add `bracket_next_n`: the N the grid needs next to bracket each synthetic
+    architecture's maximum (next_bracket_n), with the predicted capacity α·P / ((S−1)·log2 V)
+    sequences from the synthetic α of its precision (the paper's where none was fitted).
+    Null inside the grid and for text (its N are shared by every architecture)."""
+    alpha = dict(alpha_by_precision(laws).iter_rows())
+    shapes = runs.filter(pl.col("kind") == "synthetic").select("vocab_size", "seq_len").unique()
+    bits_per_seq = (memorizable_bits(1, shapes["seq_len"][0], shapes["vocab_size"][0])
+                    if shapes.height == 1 else float("nan"))
+    nxt = [next_bracket_n(r["n_at_max"], r["n_min"], r["n_max"],
+                          alpha.get(r["precision"], PAPER_ALPHA_BF16) * r["params"] / bits_per_seq)
+           if r["kind"] == "synthetic" else None for r in capacity.iter_rows(named=True)]
+    return capacity.with_columns(bracket_next_n=pl.Series(nxt, dtype=pl.Int64))
+
+
 def fit_laws(runs: Path, memorization: Path, mia: Path, out: dict[str, Path], *,
              bootstrap: int, ci: float, seed: int) -> pl.DataFrame:
     """Read the collected tables; write `capacity`, `laws`, `double_descent` and
@@ -265,6 +398,7 @@ def fit_laws(runs: Path, memorization: Path, mia: Path, out: dict[str, Path], *,
         fit_capacity_laws(runs_df, mem, cap, bootstrap=bootstrap, ci=ci, seed=seed),
         fit_mia_law(runs_df, pl.read_parquet(mia), bootstrap=bootstrap, ci=ci, seed=seed),
     ]).with_columns(ci_few_seeds=pl.col("n_seeds") < MIN_CI_SEEDS)
+    cap = with_next_bracket_n(cap, runs_df, laws)
     mem = with_capacity_ratio(mem, runs_df, laws)
     tables = {"capacity": cap, "laws": laws, "double_descent": double_descent(runs_df, mem),
               "memorization": mem}

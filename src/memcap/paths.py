@@ -44,6 +44,8 @@ COLLECTED_MEMORIZATION = f"{RESULTS}/collected/memorization.parquet"
 FITTED = ("memorization", "capacity", "laws", "double_descent")
 TABLES = COLLECTED + FITTED
 DATABASE = f"{RESULTS}/memcap.duckdb"
+# the config overlay that extends the grid to bracket each capacity (target `bracket`)
+BRACKET = f"{RESULTS}/bracket.yaml"
 
 FIGURES_DIR = f"{RESULTS}/figures"
 FIGURES = ("memorization_vs_n", "capacity_vs_params", "bits_per_param", "mia_roc",

@@ -64,10 +64,10 @@ def _table(df: pl.DataFrame, left: tuple[str, ...] = ()) -> str:
 
 
 def _status() -> pl.Expr:
+    """A capacity row's status: saturated, or a lower bound and why (the grid does not bracket
+    the maximum: docs/science.md#bracketing; or the runs at it were data-limited)."""
     return (pl.when(pl.col("saturated")).then(pl.lit("saturated"))
-            .when(~pl.col("training_saturated")).then(pl.lit("lower bound: training not saturated"))
-            .when(pl.col("n_at_max") == pl.col("n_max"))
-            .then(pl.lit("lower bound: maximum at the largest N"))
+            .when(~pl.col("bracketed")).then(pl.format("lower bound: {}", "bracket_status"))
             .otherwise(pl.lit("lower bound: data-limited at the maximum")))
 
 
@@ -96,6 +96,17 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
         "cap": con.sql("""SELECT * FROM capacity WHERE kind = 'synthetic'
                           ORDER BY precision, params""").pl(),
         "laws": con.sql("SELECT * FROM laws ORDER BY kind, precision, parameter").pl(),
+        "plateau": con.sql("""SELECT r.arch, r.precision, r.n, count(*) AS seeds,
+                                     avg(m.mem_bits) AS measured_bits,
+                                     avg(r.mem_bits_plateau) AS estimate_bits,
+                                     avg(r.mem_bits_plateau_ci_low) AS estimate_ci_low,
+                                     avg(r.mem_bits_plateau_ci_high) AS estimate_ci_high,
+                                     avg(r.mem_bits_plateau) / avg(m.mem_bits) - 1
+                                         AS "estimate / measured − 1",
+                                     string_agg(DISTINCT r.plateau_fit, '; ') AS fit
+                              FROM runs r JOIN memorization m USING (run_id)
+                              WHERE r.kind = 'synthetic'
+                              GROUP BY ALL ORDER BY min(r.params), r.precision, r.n""").pl(),
         "sat": con.sql("""SELECT kind, arch, precision, count(*) AS runs,
                                  sum(saturated::INT) AS saturated_runs
                           FROM runs WHERE kind <> 'audit'
@@ -155,6 +166,7 @@ def render(data: dict, fdir: Path) -> str:
     runs, laws = data["runs"], data["laws"]
     parts = [_head(runs)]
     parts += _capacity_sections(runs, data["cap"], laws, data["sat"])
+    parts += _plateau_sections(data["cap"], data["plateau"])
     if data["text"] is not None:
         parts += _text_sections(data["text"], fdir)
     parts += _mia_sections(data["mia"], data["attack_gap"], laws, data["extraction"],
@@ -271,16 +283,19 @@ def _capacity_sections(runs: pl.DataFrame, cap: pl.DataFrame, laws: pl.DataFrame
             if paper_shape and r["arch"] in PAPER_CAPACITY_BITS else None,
             return_dtype=pl.Float64))
     parts.append("<h2>Capacity per architecture</h2><p>capacity = max over N of the mean over "
-                 "seeds of the memorized bits; <i>saturated</i> needs every run at that N to "
-                 "pass the training saturation rule (&lt; 1 % growth over the last 10 % of "
-                 "steps) and a plateau: a larger N in the grid and less than 95 % of the "
-                 "memorizable bits memorized at the maximum. Any capacity remains a lower "
-                 "bound on what the architecture can store: the optimizer may not reach the "
-                 "optimum.</p>")
+                 "seeds of the memorized bits; <i>saturated</i> needs the grid to bracket the "
+                 "maximum (a smaller and a larger N beside it, bracket_n_below and "
+                 "bracket_n_above, holding less, and every run at the three N passing the "
+                 "saturation rule: trained to its plateau) and less than 95 % of the "
+                 "memorizable bits memorized at the maximum (not data-limited). Any capacity "
+                 "remains a lower bound on what the architecture can store: the optimizer may "
+                 "not reach the optimum.</p>")
     parts.append(_table(capv.select(
         "kind", "precision", "arch", "params", "capacity_bits", "capacity_seed_std",
-        "bits_per_param", "n_at_max", "n_max", "memorized_fraction_at_max", "status",
-        "paper_bits"), left=("kind", "precision", "arch", "status")))
+        "bits_per_param", "n_at_max", "bracket_n_below", "bracket_n_above",
+        "memorized_fraction_at_max", "status", "paper_bits"),
+        left=("kind", "precision", "arch", "status")))
+    parts += _bracket_note(cap)
 
     parts.append("<h2>Saturated runs</h2><p>Runs passing the saturation rule, per kind, "
                  "architecture and precision (all dataset sizes and seeds).</p>")
@@ -293,6 +308,53 @@ def _capacity_sections(runs: pl.DataFrame, cap: pl.DataFrame, laws: pl.DataFrame
     else:
         parts.append("<p>Every run passed the saturation rule.</p>")
     return parts
+
+
+def _plateau_sections(cap: pl.DataFrame, plateau: pl.DataFrame) -> list[str]:
+    """The plateau estimate beside the measured memorization, and the capacity computed from
+    it, labelled as estimates (docs/science.md#the-plateau-estimate)."""
+    if cap.is_empty() or plateau.is_empty():
+        return []
+    parts = ["<h2>Plateau estimate (unlimited steps)</h2><p class='note'><b>Estimates, not "
+             "measurements.</b> Each run's training log (memorization every eval_every "
+             "steps) is fitted with a saturating curve of the cumulative learning rate; its "
+             "asymptote (plus what a final decay of the rate added) estimates the "
+             "memorization the run would reach with unlimited steps, with a 95 % CI from the "
+             "fit. The capacity from the estimates is the same maximum over N of the means "
+             "over seeds; its CI is that maximum of the runs' CI bounds (the fits' "
+             "uncertainty, not the seeds'). Validation: docs/recipe.md.</p>"]
+    parts.append(_table(cap.select(
+        "precision", "arch", "params", pl.col("capacity_bits").alias("capacity (measured)"),
+        pl.col("capacity_bits_estimate").alias("capacity estimate"),
+        pl.col("capacity_bits_estimate_ci_low").alias("estimate CI low"),
+        pl.col("capacity_bits_estimate_ci_high").alias("estimate CI high"),
+        pl.col("bits_per_param").alias("bits/param (measured)"),
+        pl.col("bits_per_param_estimate").alias("bits/param estimate"),
+        pl.col("n_at_max_estimate").alias("N at the estimate's maximum")),
+        left=("precision", "arch")))
+    parts.append("<p>Per cell (means over seeds):</p>")
+    parts.append(_table(plateau, left=("arch", "precision", "fit")))
+    return parts
+
+
+def _bracket_note(cap: pl.DataFrame) -> list[str]:
+    """Which maxima the grid does not bracket, and how to extend it (docs/science.md#bracketing)."""
+    open_ = cap.filter(~pl.col("bracketed"))
+    if open_.is_empty():
+        return ["<p>The grid brackets every architecture's maximum.</p>"]
+    grow = open_.filter(pl.col("bracket_next_n").is_not_null())
+    items = "".join(
+        f"<li>{html.escape(r['arch'])} ({r['precision']}): {html.escape(r['bracket_status'])}"
+        + (f"; next N: <b>{r['bracket_next_n']:,}</b>" if r["bracket_next_n"] else
+           "; the grid's N suffice: train the unsaturated runs longer")
+        + "</li>" for r in open_.iter_rows(named=True))
+    how = ("" if grow.is_empty() else
+           "<p>Extend the grid by the next N (only their cells train; cached cells are "
+           "reused): <code>snakemake --cores 2 bracket</code> (with the same "
+           "<code>--configfile</code> as this run) writes results/bracket.yaml, then rerun "
+           "with it as the last <code>--configfile</code>; or <code>memcap bracket</code> "
+           "(README, Bracketing the capacity).</p>")
+    return [f"<p class='lb'>The grid does not bracket every maximum:</p><ul>{items}</ul>{how}"]
 
 
 def _text_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
