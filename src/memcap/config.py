@@ -238,12 +238,12 @@ def budget_keys() -> frozenset[str]:
 
 
 @functools.cache
-def schedule_keys() -> dict[str, tuple[str, Any]]:
-    """The train keys only one schedule reads (marked x-schedule in the schema): key ->
-    (schedule, default)."""
-    return {k: (v["x-schedule"], v["default"])
+def conditional_keys() -> dict[str, tuple[dict[str, Any], Any]]:
+    """The train keys read only by cells with certain settings (marked x-when {KEY: VALUE} in
+    the schema, e.g. the plateau schedule's keys): key -> (condition, default)."""
+    return {k: (v["x-when"], v["default"])
             for k, v in schema()["properties"]["train"]["properties"].items()
-            if "x-schedule" in v}
+            if "x-when" in v}
 
 
 def budget_steps(train: dict, n: int, params: int, seq_len: int) -> int:
@@ -268,9 +268,10 @@ def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> di
     text_train = config["text"].get("train", {}) if kind == KIND_TEXT else {}
     train = {**config["train"], **text_train, **a.get("train", {})}
     steps = budget_steps(train, int(n), param_count(vocab, seq, a["n_layer"], a["d_model"]), seq)
-    # keys of a schedule the cell does not use cannot change its weights: their defaults
-    unused = {k: default for k, (sched, default) in schedule_keys().items()
-              if sched != train["schedule"]}
+    # keys of a setting the cell does not use (another schedule, optimizer) cannot change its
+    # weights: their defaults
+    unused = {k: default for k, (when, default) in conditional_keys().items()
+              if any(train[key] != value for key, value in when.items())}
     return {
         **{k: v for k, v in train.items() if k not in budget_keys()}, **unused, "steps": steps,
         "vocab_size": vocab, "seq_len": seq,

@@ -31,6 +31,7 @@ from memcap import device as dev
 from memcap.cell import Cell, Preempted, Runtime, TrainSpec
 from memcap.io import atomic_path, write_json
 from memcap.model import PackedGPT, mean_token_nll, n_heads, save_model, sequence_nll_bits
+from memcap.optim import Optimizers, make_optimizer
 from memcap.quantities import uniform_code_bits
 from memcap.tokens import read_token_stack
 
@@ -178,10 +179,11 @@ def training_loss(model: nn.Module, device: torch.device, dtype: str,
     return loss
 
 
-def train_step(loss: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer,
-               data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def train_step(loss: Callable[[torch.Tensor], torch.Tensor],
+               opt: torch.optim.Optimizer | Optimizers, data: torch.Tensor,
+               idx: torch.Tensor) -> torch.Tensor:
     """One optimizer step on the sequences idx (M, B) of data (M, N, S): gather, loss,
-    backward, Adam. Returns the per-model losses (M,), detached."""
+    backward, the optimizer (memcap.optim). Returns the per-model losses (M,), detached."""
     rows = torch.arange(data.shape[0], device=data.device).unsqueeze(1)
     batch = data[rows, idx].long()  # (M, B, S), widened only now
     losses = loss(batch)
@@ -201,7 +203,8 @@ class GraphStep:
     each replay. The optimizer must be capturable, with its lr a device tensor."""
 
     def __init__(self, loss: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
-                 opt: torch.optim.Optimizer, data: torch.Tensor, batch: int) -> None:
+                 opt: torch.optim.Optimizer | Optimizers, data: torch.Tensor,
+                 batch: int) -> None:
         self.idx = torch.zeros(data.shape[0], batch, dtype=torch.long, device=data.device)
         self.graph = torch.cuda.CUDAGraph()
         # capture needs a few eager warm-up steps on a side stream (they also compile, when
@@ -310,14 +313,10 @@ class _Training:
         self.graphed = device.type == "cuda" and runtime.cuda_graphs
         compile_model = runtime.compile_model
         self.compiled = device.type == "cuda" if compile_model is None else compile_model
-        # fused Adam: one kernel (CUDA) or one vectorised loop (CPU) for every parameter; a
-        # captured step reads the learning rate from a device tensor that is refilled each step
+        # a captured step reads the learning rate from a device tensor refilled each step
         self.lr_t = torch.tensor(spec.lr, device=device) if self.graphed else None
-        self.opt = torch.optim.Adam(self.model.parameters(),
-                                    lr=self.lr_t if self.graphed else spec.lr,
-                                    betas=(spec.beta1, spec.beta2), eps=spec.eps,
-                                    weight_decay=spec.weight_decay, fused=True,
-                                    capturable=self.graphed)
+        self.opt = make_optimizer(self.model, spec, self.lr_t if self.graphed else spec.lr,
+                                  capturable=self.graphed)
         self.sampler = EpochSampler(seeds, spec.n, spec.batch, device)
         self.identity = {"spec": asdict(spec), "seeds": seeds}
         self.rows: list[dict] = []
