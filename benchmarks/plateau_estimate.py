@@ -12,7 +12,9 @@ plateau schedule, run long. Two sets of cells, listed below:
 Further held-out cells come from any directory of train_log.parquet files (`--logs DIR`,
 searched recursively; e.g. a lever study's V 2048 runs). When such a log ends in a decay
 (its learning rate falls below the peak), the first quarter's estimate, which sees no decay,
-is compared with the value where the decay began, and the final value is listed beside it.
+is compared with the value where the decay began, and its last evaluation is listed beside
+it. A run's value at a step is the median of its evaluations in the last 10 % of the steps up
+to there (FINAL_WINDOW).
 
     python benchmarks/plateau_estimate.py                       # train what is missing, fit
     python benchmarks/plateau_estimate.py --logs DIR            # add held-out logs
@@ -37,7 +39,13 @@ import polars as pl
 from memcap.plateau import FORM, FORMS, LOSS, estimate_plateau
 
 QUARTER = 0.25  # the share of the long run the estimate is fitted on
-FINAL_WINDOW = 0.05  # the final value: mean over the evaluations in the last 5 % of the steps
+# a run's value at its end: the median of the evaluations in the last 10 % of its steps. At a
+# constant rate a loss spike drops memorization for one evaluation (L1-d8 at N 16: 737 bits
+# among values of 2,973 in its last 5 %), and one spiked evaluation is not where the run is.
+# The first version of this benchmark took the mean over the last 5 %; `first_version_*`
+# keeps that reading.
+FINAL_WINDOW = 0.10
+FIRST_VERSION_WINDOW = 0.05
 
 
 @dataclass(frozen=True)
@@ -96,20 +104,26 @@ def read_log(path: Path) -> pl.DataFrame:
     return log.sort("step")
 
 
+def value_at(log: pl.DataFrame, step: int, window: float = FINAL_WINDOW,
+             how: str = "median") -> float:
+    """The median (or mean) of the evaluations in the last `window` share of the steps up to
+    `step`."""
+    part = log.filter(pl.col("step") >= step - window * step, pl.col("step") <= step)
+    return float(getattr(part["mem_bits"], how)())
+
+
 def targets(log: pl.DataFrame) -> dict:
-    """What the first quarter's estimate is compared with: the final value (mean over the
-    last FINAL_WINDOW of the steps), or for a run that ends in a decay the value where the
-    decay began (mean over the same window of steps before it), with the final one beside."""
+    """What the first quarter's estimate is compared with: the run's final value
+    (value_at its last step), or for a run that ends in a decay the value where the decay
+    began, with the last evaluation beside."""
     end = int(log["step"][-1])
     lr = log["lr"].to_numpy()
-    peak = lr.max()
-    at_peak = np.flatnonzero(lr >= peak * (1 - 1e-6))
+    at_peak = np.flatnonzero(lr >= lr.max() * (1 - 1e-6))
     decayed = at_peak.size > 0 and at_peak[-1] < log.height - 1
-    last = int(log["step"][at_peak[-1]]) if decayed else end
-    window = log.filter(pl.col("step") >= last - FINAL_WINDOW * last,
-                        pl.col("step") <= last)["mem_bits"]
-    return {"target": float(window.mean()), "target_is": "decay start" if decayed else "final",
-            "final_value": float(log["mem_bits"][-1]), "end_step": end,
+    last = int(log["step"][int(at_peak[-1])]) if decayed else end
+    return {"target": value_at(log, last), "target_is": "decay start" if decayed else "final",
+            "first_version_target": value_at(log, last, FIRST_VERSION_WINDOW, "mean"),
+            "last_evaluation": float(log["mem_bits"][-1]), "end_step": end,
             "target_step": last}
 
 
@@ -124,11 +138,15 @@ def validate(name: str, log: pl.DataFrame, memorizable: float | None, form: str 
     quarter = first_quarter(log)
     est = estimate_plateau(quarter["step"].to_numpy(), quarter["mem_bits"].to_numpy(),
                            quarter["lr"].to_numpy(), ceiling=memorizable, form=form, loss=loss)
-    last = float(quarter["mem_bits"][-1])
-    row = {"cell": name, "form": form, "loss": loss, **t, "quarter_steps": int(quarter["step"][-1]),
+    q_end = int(quarter["step"][-1])
+    last = value_at(quarter, q_end)
+    row = {"cell": name, "form": form, "loss": loss, **t, "quarter_steps": q_end,
            "quarter_last_value": last, "estimate": est.value, "ci_low": est.ci_low,
            "ci_high": est.ci_high, "fit": est.fit}
     row["error"] = (est.value - t["target"]) / t["target"] if est.value is not None else None
+    row["first_version_error"] = (
+        (est.value - t["first_version_target"]) / t["first_version_target"]
+        if est.value is not None else None)
     row["last_value_error"] = (last - t["target"]) / t["target"]
     row["ci_covers"] = (est.ci_low <= t["target"] <= est.ci_high
                         if est.value is not None else None)
@@ -137,10 +155,13 @@ def validate(name: str, log: pl.DataFrame, memorizable: float | None, form: str 
 
 def summary(rows: list[dict]) -> dict:
     errs = [abs(r["error"]) for r in rows if r["error"] is not None]
+    first = [abs(r["first_version_error"]) for r in rows if r["error"] is not None]
     naive = [abs(r["last_value_error"]) for r in rows]
     return {"cells": len(rows), "fitted": len(errs),
             "median_abs_error": float(np.median(errs)) if errs else None,
             "max_abs_error": float(np.max(errs)) if errs else None,
+            "first_version_median_abs_error": float(np.median(first)) if first else None,
+            "first_version_max_abs_error": float(np.max(first)) if first else None,
             "median_abs_error_last_value": float(np.median(naive)) if naive else None,
             "ci_coverage": (float(np.mean([r["ci_covers"] for r in rows if r["ci_covers"]
                                            is not None])) if errs else None)}
@@ -178,25 +199,32 @@ def main() -> None:
         print(f"  {name}: median |error| {100 * summary(rows)['median_abs_error']:.1f} %")
     print(f"held out, form {FORM!r}, loss {LOSS!r}:")
     held = [validate(r.tag, read_log(runs[r.tag][1]), memorizable(r)) for r in HELDOUT]
-    for directory in a.logs:
-        for path in sorted(directory.rglob("train_log.parquet")):
-            held.append(validate(str(path.parent.relative_to(directory)), read_log(path), None))
-    show(held)
-    s = summary(held)
-    print(f"held out: median |error| {100 * s['median_abs_error']:.1f} % over {s['fitted']} "
-          f"cells (max {100 * s['max_abs_error']:.1f} %); the first quarter's last value: "
-          f"{100 * s['median_abs_error_last_value']:.1f} %; CI covers the target in "
-          f"{100 * s['ci_coverage']:.0f} % of the cells")
+    extra = [validate(str(path.parent.relative_to(directory)), read_log(path), None)
+             for directory in a.logs for path in sorted(directory.rglob("train_log.parquet"))]
+    show(held + extra)
+    for name, rows in (("held out", held), ("--logs", extra), ("both", held + extra)):
+        if not rows or (name == "both" and not extra):
+            continue
+        s = summary(rows)
+        print(f"{name}: median |error| {100 * s['median_abs_error']:.1f} % over {s['fitted']} "
+              f"cells (max {100 * s['max_abs_error']:.1f} %); the first quarter's last value: "
+              f"{100 * s['median_abs_error_last_value']:.1f} %; CI covers the target in "
+              f"{100 * s['ci_coverage']:.0f} % of the cells; against the first version's "
+              f"target (mean of the last 5 %): median "
+              f"{100 * s['first_version_median_abs_error']:.1f} %, max "
+              f"{100 * s['first_version_max_abs_error']:.1f} %")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({
             "machine": platform.machine(), "form": FORM, "loss": LOSS, "quarter": QUARTER,
-            "final_window": FINAL_WINDOW,
+            "final_window": FINAL_WINDOW, "first_version_window": FIRST_VERSION_WINDOW,
             "choose_cells": [r.tag for r in CHOOSE], "heldout_cells": [r.tag for r in HELDOUT],
             "extra_logs": [str(d) for d in a.logs],
             "choose": {name: {"summary": summary(rows), "cells": rows}
                        for name, rows in choose.items()},
-            "heldout": {"summary": s, "cells": held}}, indent=1) + "\n")
+            "heldout": {"summary": summary(held), "cells": held},
+            "logs": {"summary": summary(extra) if extra else None, "cells": extra}},
+            indent=1) + "\n")
         print(f"wrote {a.out}")
 
 

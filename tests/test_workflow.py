@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections import Counter
 
 import duckdb
 import pytest
 import yaml
 
-from conftest import REPO, snakemake
+from conftest import REPO, SNAKEMAKE, snakemake
 
 pytestmark = pytest.mark.e2e
 def plan(workdir, configfile=None) -> dict[str, int]:
@@ -399,3 +402,76 @@ def test_every_column_of_the_database_is_defined_in_the_science_page(db):
                .fetchall()}
     assert len(columns) > 100
     assert not columns - rows - hive, sorted(columns - rows - hive)
+
+
+def planned_jobs(workdir, *configfiles) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run with these config files would execute."""
+    out = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "-n", "--configfile",
+                          *map(str, configfiles)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    jobs = []
+    for rule, body in re.findall(r"(?ms)^(?:local)?rule (\w+):\n(.*?)(?=^\S|\Z)", out.stdout):
+        found = re.search(r"(?m)^\s+wildcards: (.*)$", body)
+        jobs.append((rule, dict(kv.split("=", 1) for kv in found[1].split(", "))
+                     if found else {}))
+    return jobs
+
+
+def test_a_maximum_at_the_grids_end_is_flagged_and_bracketing_trains_only_the_new_n(tmp_path):
+    """A grid whose every N lies below capacity has its maximum at its largest N: the
+    database and the report say so; the bracket target writes the overlay that adds the next
+    N, and the rerun it plans trains, scores and evaluates the new N only."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(yaml.safe_dump({
+        "seeds": [0], "precisions": ["fp32"], "text": {"enabled": False},
+        "synthetic": {"vocab_size": 16, "seq_len": 16, "heldout": 16, "dataset_sizes": [8, 16]},
+        "architectures": [{"n_layer": 1, "d_model": 8}, {"n_layer": 1, "d_model": 16}],
+        "train": {"steps": 100, "batch_size": 8, "lr": 0.03, "eval_every": 20},
+        "laws": {"bootstrap": 10},
+        "evaluate": {"mia_samples": 16, "extraction_samples": 8, "extraction_prefixes": [8]}}))
+    out = snakemake(tmp_path, "--cores", "2", configfile=tiny)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    con = duckdb.connect(str(tmp_path / "results/memcap.duckdb"), read_only=True)
+    cap = con.sql("""SELECT arch, n_at_max, n_max, bracketed, bracket_status, bracket_n_below,
+                            bracket_n_above, bracket_next_n, lower_bound,
+                            capacity_bits_estimate FROM capacity ORDER BY params""").fetchall()
+    estimates = con.sql("""SELECT count(*) FILTER (WHERE mem_bits_plateau IS NOT NULL
+                                   AND mem_bits_plateau_ci_low <= mem_bits_plateau
+                                   AND mem_bits_plateau <= mem_bits_plateau_ci_high), count(*)
+                           FROM runs""").fetchall()[0]
+    con.close()
+    assert estimates == (4, 4)
+    for arch, at, n_max, bracketed, status, below, above, nxt, lower, est in cap:
+        assert (at, n_max, below, above) == (16, 16, 8, None), arch
+        assert not bracketed and status.startswith("max at the largest N") and lower
+        assert nxt > 16 and est is not None
+    report = (tmp_path / "results/report.html").read_text()
+    assert "max at the largest N" in report and "next N" in report
+    assert "Plateau estimate (unlimited steps)" in report and "capacity estimate" in report
+
+    out = snakemake(tmp_path, "--cores", "1", "bracket", configfile=tiny)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    overlay = tmp_path / "results/bracket.yaml"
+    grids = {f"L{a['n_layer']}-d{a['d_model']}": a["dataset_sizes"]
+             for a in yaml.safe_load(overlay.read_text())["architectures"]}
+    new = {arch: nxt for arch, *_, nxt, _lower, _est in cap}
+    assert grids == {arch: [8, 16, n] for arch, n in new.items()}
+    # the command line gives the same overlay from the config files
+    cli = subprocess.run([sys.executable, "-m", "memcap", "bracket", "--configfile", str(tiny),
+                          "--out", "cli.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert yaml.safe_load((tmp_path / "cli.yaml").read_text()) == yaml.safe_load(
+        overlay.read_text())
+
+    jobs = planned_jobs(tmp_path, tiny, overlay)
+    rules = Counter(rule for rule, _ in jobs)
+    new_n = set(new.values())
+    assert rules == Counter({"synthetic_data": len(new_n), "train": 2, "score": 2,
+                             "evaluate": 2, **AGGREGATES}), rules
+    for rule, wildcards in jobs:
+        if rule in ("synthetic_data", "train", "score", "evaluate"):
+            assert int(wildcards["n"]) in new_n, (rule, wildcards)
+        if rule != "synthetic_data" and "arch" in wildcards:
+            assert int(wildcards["n"]) == new[wildcards["arch"]], (rule, wildcards)
