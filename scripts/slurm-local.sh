@@ -3,11 +3,20 @@
 # testing memcap's cluster profile (tests/test_slurm.py; CI runs it).
 #
 #   scripts/slurm-local.sh install   # root, Debian/Ubuntu: apt-get install slurmctld slurmd
-#                                    # slurm-client munge (no-op when installed)
+#                                    # slurm-client munge (no-op when installed); the only
+#                                    # step that changes the system's packages: the tests
+#                                    # never run it, CI does (.ci/run)
 #   scripts/slurm-local.sh up        # root: munge key, munged, /etc/slurm/slurm.conf for this
 #                                    # host, slurmctld, slurmd; waits until the node is idle
 #   scripts/slurm-local.sh down      # stops exactly the daemons `up` started (by their pids)
+#                                    # and removes the slurm.conf `up` wrote
 #   scripts/slurm-local.sh check     # exits 0 when a cluster brought up by `up` answers
+#
+# Why `down` removes slurm.conf: with the SLURM client installed, snakemake-executor-plugin-slurm
+# runs `scontrol show config` when Snakemake loads it, which every `snakemake` command does
+# (local runs included). With a slurm.conf naming a controller that is not running, scontrol
+# waits about 9 s before it gives up; with no slurm.conf it fails at once. So a machine where
+# the cluster is down costs Snakemake nothing, as before `up`.
 #
 # State, logs and pid files live in $MEMCAP_SLURM_DIR (default /tmp/memcap-slurm). The node
 # has this host's CPUs and memory (less 1 GiB), no GPUs; jobs get DefMemPerCPU unless they ask
@@ -130,6 +139,11 @@ down() {
         fi
         rm -f "$DIR/$name.pid"
     done
+    # the config `up` wrote, never another cluster's (see the header: a slurm.conf naming a
+    # controller that is not running costs every `snakemake` command about 9 s)
+    if [ -f "$CONF" ] && grep -qF "$MARK" "$CONF"; then
+        rm -f "$CONF"
+    fi
     echo "slurm-local: down"
 }
 

@@ -1,11 +1,13 @@
 """The cluster profile on a real SLURM cluster: scripts/slurm-local.sh brings up a one-node
-cluster on this machine (root, Debian's slurm-wlm and munge); the smoke workflow runs through
-profiles/slurm with snakemake-executor-plugin-slurm, and a training job preempted the way a
-scheduler preempts (requeued: SIGTERM, then SIGKILL after KillWait) resumes to the weights of an
-uninterrupted run.
+cluster on this machine (root, Debian's slurm-wlm and munge) and takes it down afterwards; the
+smoke workflow runs through profiles/slurm with snakemake-executor-plugin-slurm, and a training
+job preempted the way a scheduler preempts (requeued: SIGTERM, then SIGKILL after KillWait)
+resumes to the weights of an uninterrupted run.
 
-Skipped, with the reason, where the cluster cannot be brought up; MEMCAP_REQUIRE_SLURM=1 (set
-by CI) turns the skip into a failure.
+The tests use SLURM only where it is already installed: they never install system packages
+(`scripts/slurm-local.sh install`, as root, does; CI runs it before the tests). Skipped, with
+the reason and the command that enables them, where the cluster cannot be brought up;
+MEMCAP_REQUIRE_SLURM=1 (set by CI) turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -29,39 +31,73 @@ from memcap.data import write_synthetic
 from memcap.io import read_json
 from memcap.train import train_cell
 
-pytestmark = pytest.mark.e2e
 SCRIPT = REPO / "scripts/slurm-local.sh"
 # rules that run where Snakemake runs, never as SLURM jobs
 LOCAL = {"fetch", "text_documents", "collect", "laws", "database", "figures", "report", "all"}
 SLURM_ARGS = ["--profile", str(REPO / "profiles/slurm"), "--slurm-status-command", "squeue",
               "--slurm-init-seconds-before-status-checks", "2", "--slurm-no-account"]
+SLURM_PROGRAMS = ("slurmctld", "slurmd", "sbatch", "scontrol", "munged")
+SLURM_CONF = Path("/etc/slurm/slurm.conf")
+CONF_MARK = "# written by memcap scripts/slurm-local.sh"  # the script's own slurm.conf
 
 
-def _why_no_cluster() -> str | None:
-    if os.geteuid() != 0:
-        return "bringing up SLURM needs root (it starts munged, slurmctld and slurmd)"
+def why_no_cluster(which=shutil.which, euid: int | None = None,
+                   conf: Path = SLURM_CONF) -> str | None:
+    """Why this machine cannot bring up the test cluster without changing its packages, or
+    None. Installing SLURM is the user's decision, so a missing program names the command."""
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
-        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')"
-    missing = [c for c in ("slurmctld", "slurmd", "sbatch", "munged") if not shutil.which(c)]
-    if missing and not shutil.which("apt-get"):
-        return f"SLURM is not installed ({', '.join(missing)} missing) and there is no apt-get"
+        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[test]')"
+    missing = [c for c in SLURM_PROGRAMS if not which(c)]
+    if missing:
+        return (f"SLURM is not installed ({', '.join(missing)} missing); "
+                f"`{SCRIPT.relative_to(REPO)} install` (as root: apt-get installs slurmctld, "
+                "slurmd, slurm-client and munge) enables this test")
+    if (os.geteuid() if euid is None else euid) != 0:
+        return "bringing up SLURM needs root (it starts munged, slurmctld and slurmd)"
+    if conf.exists() and CONF_MARK not in conf.read_text(errors="replace"):
+        return f"{conf} belongs to another cluster; the test cluster does not replace it"
     return None
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    reason = _why_no_cluster()
+    reason = why_no_cluster()
     if reason:
         if os.environ.get("MEMCAP_REQUIRE_SLURM") == "1":
             pytest.fail(f"MEMCAP_REQUIRE_SLURM=1 but {reason}")
         pytest.skip(reason)
     was_up = subprocess.run([SCRIPT, "check"], capture_output=True).returncode == 0
-    for step in ("install", "up"):
-        out = subprocess.run([SCRIPT, step], capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run([SCRIPT, "up"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
     yield
     if not was_up:
         subprocess.run([SCRIPT, "down"], capture_output=True, timeout=60)
+
+
+def test_without_slurm_the_cluster_tests_skip_and_name_the_command(tmp_path):
+    """No SLURM programs: a skip that names the one command enabling the tests, never an
+    install (the fixture only runs `up`, which refuses without slurmctld)."""
+    reason = why_no_cluster(which=lambda _name: None, euid=0, conf=tmp_path / "slurm.conf")
+    assert reason is not None and "scripts/slurm-local.sh install" in reason, reason
+    assert "as root" in reason
+    other = tmp_path / "slurm.conf"
+    other.write_text("ClusterName=site\n")
+    reason = why_no_cluster(which=lambda name: f"/usr/bin/{name}", euid=0, conf=other)
+    assert reason is not None and "another cluster" in reason, reason
+
+
+def test_the_local_cluster_script_never_installs_unless_asked():
+    """Only `install` reaches apt-get; `down` removes the slurm.conf `up` wrote, so that the
+    executor plugin's `scontrol show config` at Snakemake's start fails at once instead of
+    waiting for a controller that is gone."""
+    script = SCRIPT.read_text()
+    body = {name: re.search(rf"(?ms)^{name}\(\) {{\n(.*?)^}}", script).group(1)
+            for name in ("install", "up", "down", "check")}
+    runs_apt = {name: bool(re.search(r"(?m)^\s*(\w+=\S+\s+)*apt-get\s", text))
+                for name, text in body.items()}
+    assert runs_apt == {"install": True, "up": False, "down": False, "check": False}, runs_apt
+    assert 'rm -f "$CONF"' in body["down"] and "$MARK" in body["down"]
+    assert f'MARK="{CONF_MARK}"' in script
 
 
 def slurm_jobs(workdir: Path) -> list[dict]:
@@ -104,7 +140,11 @@ def tables(db_path: Path) -> dict[str, list[tuple]]:
         con.close()
 
 
-def test_smoke_workflow_through_slurm_equals_the_local_run(cluster, smoke, tmp_path):
+@pytest.mark.e2e
+def test_smoke_workflow_through_slurm_equals_the_local_run(cluster, request, tmp_path):
+    # the local run (a session fixture) only once the cluster is known to be there: a skip
+    # costs nothing
+    smoke = request.getfixturevalue("smoke")
     workdir = tmp_path / "slurm"
     workdir.mkdir()
     t0 = time.time()
@@ -130,6 +170,7 @@ def test_smoke_workflow_through_slurm_equals_the_local_run(cluster, smoke, tmp_p
     assert tables(workdir / "results/memcap.duckdb") == tables(smoke / "results/memcap.duckdb")
 
 
+@pytest.mark.e2e
 def test_a_preempted_training_job_is_requeued_and_resumes(cluster, tmp_path, quiet):
     """`scontrol requeue` does what a scheduler's preemption does (SIGTERM, SIGKILL after
     KillWait, then the job back in the queue): the job checkpoints on SIGTERM, SLURM reruns it
