@@ -53,8 +53,9 @@ def capacity_table(runs: pl.DataFrame, memorization: pl.DataFrame) -> pl.DataFra
     """
     df = runs.join(memorization, on="run_id")
     has_estimate = "mem_bits_plateau" in df.columns
-    estimate = ([pl.col(c).mean().alias(f"mean_{c}") for c in PLATEAU_COLUMNS]
-                if has_estimate else [])
+    # an N's estimate needs every seed's (a mean over some seeds is another quantity)
+    estimate = ([pl.when(pl.col(c).null_count() == 0).then(pl.col(c).mean()).alias(f"mean_{c}")
+                 for c in PLATEAU_COLUMNS] if has_estimate else [])
     per_n = (df.group_by("kind", "arch", "n_layer", "d_model", "precision", "params", "n")
              .agg(*estimate, mean_mem=pl.col("mem_bits").mean(),
                   std_mem=pl.col("mem_bits").std(), n_seeds=pl.len(),
@@ -139,7 +140,8 @@ ESTIMATE_SCHEMA = {"kind": pl.String, "arch": pl.String, "precision": pl.String,
 def _capacity_estimate(per_n: pl.DataFrame, has_estimate: bool) -> pl.DataFrame:
     """Capacity from the runs' plateau estimates: the maximum over N of the mean over seeds
     of mem_bits_plateau, with the same maximum of the means of each run's CI bounds (the
-    fits' uncertainty, not the seeds' spread). Null where no run of an N has an estimate."""
+    fits' uncertainty, not the seeds' spread), over the N where every run has an estimate
+    (null where none has)."""
     keys = ["kind", "arch", "precision"]
     if not has_estimate:
         return pl.DataFrame(schema=ESTIMATE_SCHEMA)

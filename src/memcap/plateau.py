@@ -8,10 +8,12 @@ bending the curve. A saturating curve of that time is fitted by least squares:
 - a run with a constant phase (the plateau and constant schedules) is fitted over it (the
   warmup included); the asymptote is the memorization at the peak rate after unlimited steps.
   When the log goes on into a decay, what the decay added over the fitted curve at the end
-  (`decay_gain`) is added to the asymptote: unlimited steps at the peak rate, then the same
-  decay;
-- a run whose rate decays throughout (cosine, linear) is fitted over the whole curve, decay
-  included: the estimate is where that curve goes as the cumulative rate grows.
+  (`decay_gain`) is added: unlimited steps at the peak rate, then the same decay;
+- a run whose rate decays throughout (cosine, linear) gets no estimate: fitted over its whole
+  curve, or over its high-rate part with the rest's gain added, the estimate runs to the
+  data's ceiling or overshoots what longer runs reach (docs/science.md).
+
+A fit that does not pin the plateau down gives no estimate either.
 
 The CI is the fit's standard error of the asymptote (from the least-squares covariance),
 widened for the residuals' autocorrelation (evaluations of one model are not independent
@@ -74,10 +76,18 @@ def effective_steps(step: np.ndarray, lr: np.ndarray) -> np.ndarray:
 
 def constant_phase(lr: np.ndarray) -> int | None:
     """Index of the last evaluation at the peak rate when the run has a constant phase (at
-    least MIN_POINTS evaluations at the peak), else None (the rate decays throughout)."""
+    least MIN_POINTS evaluations at the peak rate: the plateau and constant schedules), else
+    None (the rate decays throughout: cosine, linear)."""
     lr = np.asarray(lr, float)
     at_peak = np.flatnonzero(lr >= lr.max() * (1 - 1e-6))
     return int(at_peak[-1]) if at_peak.size >= MIN_POINTS else None
+
+
+# an estimate is reported only when the fit pins it down: its CI's half-width at most this
+# share of it, and its asymptote not at the fit's upper bound (100 times the largest value:
+# a curve that has not bent). The fit is not bounded by the data's ceiling (a run on its way
+# to holding all its data extrapolates past it); the estimate and its CI are clipped to it.
+IDENTIFIED = 0.5
 
 
 # the least-squares loss: soft L1 (scipy) is robust to the spikes of a constant rate, where
@@ -144,14 +154,17 @@ def estimate_plateau(step, mem, lr, *, ceiling: float | None = None, form: str =
         return PlateauEstimate(None, None, None, "no evaluations")
     x = effective_steps(step, lr)
     end = constant_phase(lr)
-    window = slice(0, end + 1) if end is not None else slice(0, step.size)
-    xs, ys = x[window], mem[window]
+    if end is None:
+        return PlateauEstimate(None, None, None, "no constant phase: the rate decays throughout "
+                                                 f"(fewer than {MIN_POINTS} evaluations at the "
+                                                 "peak rate)")
+    xs, ys = x[:end + 1], mem[:end + 1]
     keep = xs > 0
     if keep.sum() < MIN_POINTS:
-        return PlateauEstimate(None, None, None,
-                               f"too few evaluations ({int(keep.sum())}, {MIN_POINTS} needed)")
+        return PlateauEstimate(None, None, None, f"too few evaluations in the constant phase "
+                                                 f"({int(keep.sum())}, {MIN_POINTS} needed)")
     try:
-        popt, pcov = fit_curve(xs[keep], ys[keep], form, ceiling, loss)
+        popt, pcov = fit_curve(xs[keep], ys[keep], form, None, loss)
     except RuntimeError:
         return PlateauEstimate(None, None, None, "the fit did not converge")
     m_inf = float(popt[0])
@@ -159,18 +172,17 @@ def estimate_plateau(step, mem, lr, *, ceiling: float | None = None, form: str =
     rho = _autocorrelation(resid)
     se = math.sqrt(max(float(pcov[0, 0]), 0.0)) if np.all(np.isfinite(pcov)) else float("inf")
     se *= math.sqrt((1 + rho) / (1 - rho))
-    gain = 0.0
-    if end is None:
-        what = f"{form}, whole curve ({keep.sum()} evaluations)"
-    elif end < step.size - 1:
-        gain = float(mem[-1] - curve(form, x[-1], *popt))
-        what = f"{form}, constant phase ({keep.sum()} evaluations) + decay gain"
-    else:
-        what = f"{form}, constant phase ({keep.sum()} evaluations)"
-    cap = float(ceiling) if ceiling else math.inf
-    value = min(m_inf + gain, cap)
+    decayed = end < step.size - 1
+    # what the evaluations after the fitted phase (a decay) added over the fitted curve
+    gain = float(mem[-1] - curve(form, x[-1], *popt)) if decayed else None
+    what = (f"{form}, constant phase ({keep.sum()} evaluations)"
+            + (" + decay gain" if decayed else ""))
     z = float(norm.ppf(0.5 + level / 2))
+    if z * se > IDENTIFIED * m_inf or m_inf >= 0.999 * 100.0 * max(float(np.max(ys)), 1.0):
+        return PlateauEstimate(None, None, None, f"not identified: {what} shows no plateau "
+                                                 "yet", asymptote=m_inf, decay_gain=gain)
+    cap = float(ceiling) if ceiling else math.inf
+    value = min(m_inf + (gain or 0.0), cap)
     low = min(max(value - z * se, 0.0), cap)
     high = min(value + z * se, cap)
-    return PlateauEstimate(value, low, high, what, asymptote=m_inf,
-                           decay_gain=gain if end is not None and end < step.size - 1 else None)
+    return PlateauEstimate(value, low, high, what, asymptote=m_inf, decay_gain=gain)

@@ -332,6 +332,11 @@ def _plateau_sections(cap: pl.DataFrame, plateau: pl.DataFrame) -> list[str]:
         pl.col("bits_per_param_estimate").alias("bits/param estimate"),
         pl.col("n_at_max_estimate").alias("N at the estimate's maximum")),
         left=("precision", "arch")))
+    if cap["capacity_bits_estimate"].is_null().all():
+        parts.append("<p class='lb'>No capacity has an estimate: the estimate extrapolates a "
+                     "constant-rate phase (train.schedule plateau or constant), and a rate "
+                     "that decays throughout (cosine, linear) has none; the reason per cell "
+                     "is in the fit column.</p>")
     parts.append("<p>Per cell (means over seeds):</p>")
     parts.append(_table(plateau, left=("arch", "precision", "fit")))
     return parts
