@@ -159,3 +159,8 @@ def test_the_next_n_doubles_the_grid_up_to_the_predicted_capacity():
     assert next_bracket_n(16, 16, 256, predicted_n=3.0) == 2
     assert next_bracket_n(1, 1, 256, predicted_n=0.5) is None
     assert next_bracket_n(64, 64, 64, predicted_n=1000.0) == 1024
+    # a data-limited maximum: the capacity lies between it and the N above
+    assert next_bracket_n(64, 16, 256, 100.0, n_above=256, data_limited=True) == 128
+    assert next_bracket_n(16, 16, 256, 100.0, n_above=64, data_limited=True) == 32
+    assert next_bracket_n(256, 16, 256, 100.0, n_above=None, data_limited=True) == 512
+    assert next_bracket_n(2, 1, 3, 10.0, n_above=3, data_limited=True) is None

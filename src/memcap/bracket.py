@@ -68,6 +68,9 @@ def extend_grid(architectures: list[dict], dataset_sizes: list[int],
         for r in rows.iter_rows(named=True):
             what = (f"bracketed by N {r['bracket_n_below']:,} and {r['bracket_n_above']:,}"
                     if r["bracketed"] else r["bracket_status"])
+            if r["bracketed"] and r["bracket_next_n"] is not None:
+                what += " (data-limited at the maximum: the capacity lies between it and the "
+                what += "N above)"
             todo = (f"add N {r['bracket_next_n']:,}" if r["bracket_next_n"] is not None
                     else "nothing to add" if r["bracketed"]
                     else "no N to add: train the unsaturated runs longer (a larger budget "

@@ -356,13 +356,19 @@ def double_descent(runs: pl.DataFrame, memorization: pl.DataFrame) -> pl.DataFra
 
 # --- extending the grid to bracket the maximum (docs/science.md#bracketing) ---------------
 
-def next_bracket_n(n_at_max: int, n_min: int, n_max: int, predicted_n: float) -> int | None:
-    """The N to add so that the grid brackets a maximum at one of its ends; None inside.
+def next_bracket_n(n_at_max: int, n_min: int, n_max: int, predicted_n: float,
+                   n_above: int | None = None, data_limited: bool = False) -> int | None:
+    """The N to add so that the grid brackets its maximum; None when no N would help.
 
     At the largest N: n_max·2^k, at the smallest: n_min/2^k (at least 1), with k ≥ 1 the
     fewest doublings that reach the predicted capacity `predicted_n` (sequences of α·P bits;
     past it a run holds less than at capacity). So the grid doubles until the prediction,
-    and a prediction inside the grid adds the neighbouring power of two."""
+    and a prediction inside the grid adds the neighbouring power of two. A data-limited
+    maximum (its runs memorized nearly all their data) with a larger N beside it has the
+    capacity between the two: the N halfway between them on a log scale is added instead."""
+    if data_limited and n_above is not None:
+        mid = round(math.sqrt(n_at_max * n_above))
+        return mid if n_at_max < mid < n_above else None
     if n_min < n_at_max < n_max or not math.isfinite(predicted_n) or predicted_n <= 0:
         return None
     if n_at_max == n_max:
@@ -378,13 +384,16 @@ def with_next_bracket_n(capacity: pl.DataFrame, runs: pl.DataFrame,
     """Add `bracket_next_n`: the N the grid needs next to bracket each synthetic
     architecture's maximum (next_bracket_n), with the predicted capacity α·P / ((S−1)·log2 V)
     sequences from the synthetic α of its precision (the paper's where none was fitted).
-    Null inside the grid and for text (its N are shared by every architecture)."""
+    Null where no N would help (a maximum inside the grid, not data-limited) and for text
+    (its N are shared by every architecture)."""
     alpha = dict(alpha_by_precision(laws).iter_rows())
     shapes = runs.filter(pl.col("kind") == "synthetic").select("vocab_size", "seq_len").unique()
     bits_per_seq = (memorizable_bits(1, shapes["seq_len"][0], shapes["vocab_size"][0])
                     if shapes.height == 1 else float("nan"))
     nxt = [next_bracket_n(r["n_at_max"], r["n_min"], r["n_max"],
-                          alpha.get(r["precision"], PAPER_ALPHA_BF16) * r["params"] / bits_per_seq)
+                          alpha.get(r["precision"], PAPER_ALPHA_BF16) * r["params"] / bits_per_seq,
+                          r["bracket_n_above"],
+                          r["memorized_fraction_at_max"] >= DATA_LIMITED_FRACTION)
            if r["kind"] == "synthetic" else None for r in capacity.iter_rows(named=True)]
     return capacity.with_columns(bracket_next_n=pl.Series(nxt, dtype=pl.Int64))
 

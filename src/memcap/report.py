@@ -343,23 +343,27 @@ def _plateau_sections(cap: pl.DataFrame, plateau: pl.DataFrame) -> list[str]:
 
 
 def _bracket_note(cap: pl.DataFrame) -> list[str]:
-    """Which maxima the grid does not bracket, and how to extend it (docs/science.md#bracketing)."""
-    open_ = cap.filter(~pl.col("bracketed"))
+    """Which maxima the grid does not bracket or brackets too coarsely (data-limited), and
+    how to extend it (docs/science.md#bracketing)."""
+    open_ = cap.filter(~pl.col("bracketed") | pl.col("bracket_next_n").is_not_null())
     if open_.is_empty():
         return ["<p>The grid brackets every architecture's maximum.</p>"]
-    grow = open_.filter(pl.col("bracket_next_n").is_not_null())
     items = "".join(
-        f"<li>{html.escape(r['arch'])} ({r['precision']}): {html.escape(r['bracket_status'])}"
+        f"<li>{html.escape(r['arch'])} ({r['precision']}): "
+        + html.escape(r["bracket_status"] if not r["bracketed"] else
+                      "data-limited at the maximum: the capacity lies between it and the N "
+                      "above")
         + (f"; next N: <b>{r['bracket_next_n']:,}</b>" if r["bracket_next_n"] else
-           "; the grid's N suffice: train the unsaturated runs longer")
+           "; no N to add: train the unsaturated runs longer")
         + "</li>" for r in open_.iter_rows(named=True))
-    how = ("" if grow.is_empty() else
+    how = ("" if open_["bracket_next_n"].is_null().all() else
            "<p>Extend the grid by the next N (only their cells train; cached cells are "
            "reused): <code>snakemake --cores 2 bracket</code> (with the same "
            "<code>--configfile</code> as this run) writes results/bracket.yaml, then rerun "
            "with it as the last <code>--configfile</code>; or <code>memcap bracket</code> "
            "(README, Bracketing the capacity).</p>")
-    return [f"<p class='lb'>The grid does not bracket every maximum:</p><ul>{items}</ul>{how}"]
+    return [f"<p class='lb'>The grid does not bracket every maximum closely:</p>"
+            f"<ul>{items}</ul>{how}"]
 
 
 def _text_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
