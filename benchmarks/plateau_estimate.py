@@ -21,7 +21,7 @@ to there (FINAL_WINDOW).
     python benchmarks/plateau_estimate.py --out docs/measurements/plateau_estimate.json
 
 Curves are kept in --curves (default results/plateau_curves/, ignored by git), so a second call
-trains nothing. About 15 minutes of training on one core.
+trains nothing. About 18 minutes of training on one core (of a shared 2-core machine).
 """
 
 from __future__ import annotations
