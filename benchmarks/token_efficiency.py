@@ -47,6 +47,7 @@ LEVERS: dict[str, dict] = {
     "cosine-lr0.06": {"schedule": "cosine", "lr": 0.06},
     "cosine-lr0.1": {"schedule": "cosine", "lr": 0.1},
     "muon": {"schedule": "cosine", "optimizer": "muon"},
+    "muon-lr0.01": {"schedule": "cosine", "optimizer": "muon", "lr": 0.01},
     "muon-lr0.1": {"schedule": "cosine", "optimizer": "muon", "lr": 0.1},
     # the same tokens in 4x the steps, or in a quarter (batch 512: all of N at L1-d32)
     "batch32": {"schedule": "cosine", "batch_size": 32, "x_steps": 4},
