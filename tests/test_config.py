@@ -242,6 +242,7 @@ def test_dataset_sizes_per_architecture(cfg):
 
 
 def test_plateau_keys_reach_only_plateau_cells(cfg):
+    cfg["train"]["schedule"] = "cosine"
     cfg["architectures"][0]["train"] = {"schedule": "plateau"}
     before = validate_config(copy.deepcopy(cfg))
     cfg["train"]["decay_frac"] = 0.25
@@ -251,3 +252,16 @@ def test_plateau_keys_reach_only_plateau_cells(cfg):
             == train_spec(before, "synthetic", "L1-d32", "fp32", 64))
     # ... the plateau cell's does
     assert train_spec(after, "synthetic", "L1-d8", "fp32", 64)["decay_frac"] == 0.25
+
+
+def test_muon_keys_reach_only_muon_cells(cfg):
+    cfg["architectures"][0]["train"] = {"optimizer": "muon"}
+    before = validate_config(copy.deepcopy(cfg))
+    cfg["train"]["muon_momentum"] = 0.9
+    after = validate_config(cfg)
+    assert (train_spec(after, "synthetic", "L1-d32", "fp32", 64)
+            == train_spec(before, "synthetic", "L1-d32", "fp32", 64))
+    muon = train_spec(after, "synthetic", "L1-d8", "fp32", 64)
+    assert (muon["optimizer"], muon["muon_momentum"]) == ("muon", 0.9)
+    cfg["train"]["optimizer"] = "sgd"
+    assert "train.optimizer" in _error(cfg)
