@@ -22,10 +22,11 @@ def _max_diff(a, b):
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cuda_graph_training_matches_eager(tmp_path, quiet, precision):
+@pytest.mark.parametrize("precision, optimizer",
+                         [("fp32", "adam"), ("bf16", "adam"), ("fp32", "muon")])
+def test_cuda_graph_training_matches_eager(tmp_path, quiet, precision, optimizer):
     spec = small_spec(vocab_size=64, n_layer=2, d_model=32, n=64, steps=200, batch_size=16,
-                      lr=0.01, precision=precision)
+                      lr=0.01, precision=precision, optimizer=optimizer)
     train, held = write_data(tmp_path, spec, [0, 1])
     recs = {}
     for graph in (False, True):
