@@ -61,9 +61,9 @@ def run(arch: str, lever: str, steps: int, seeds: list[int], root: str) -> dict:
     torch.set_num_threads(1)
     overrides = dict(LEVERS[lever])
     scale = overrides.pop("x_steps", 1)
-    spec = make_spec(**{**BASE, **ARCHS[arch], **overrides, "steps": int(steps * scale)})
-    spec = make_spec(**{**asdict(spec), "eval_every": max(1, int(spec.eval_every * scale))})
-    base = Path(root) / f"{arch}-{abs(hash(lever))}"
+    spec = make_spec(**{**BASE, **ARCHS[arch], **overrides, "steps": int(steps * scale),
+                        "eval_every": max(1, int(BASE["eval_every"] * scale))})
+    base = Path(root) / f"{arch}-{lever}"
     train, held = write_seed_datasets(base / "data", seeds, spec.n, spec.seq_len,
                                       spec.vocab_size, heldout=1)
     dirs = [base / f"run-{s}" for s in seeds]

@@ -259,10 +259,13 @@ def test_plateau_schedule_stops_a_data_limited_run_early_and_keeps_the_bits(tmp_
     assert log.filter(pl.col("step") == rec["steps_run"])["lr"][0] < 0.01 * 0.03
 
 
-def test_plateau_schedule_resumes_mid_decay_to_the_same_weights(tmp_path, quiet, monkeypatch):
-    """Preempted during the decay, the rerun restores where the plateau was declared and ends
-    with the weights of an uninterrupted run."""
-    spec = small_spec(n=8, steps=1500, eval_every=50, schedule="plateau")
+@pytest.mark.parametrize("optimizer", ["adam", "muon"])
+def test_plateau_schedule_resumes_mid_decay_to_the_same_weights(tmp_path, quiet, monkeypatch,
+                                                                 optimizer):
+    """Preempted during the decay, the rerun restores where the plateau was declared (and the
+    optimizer's state, Muon's momentum included) and ends with the weights of an
+    uninterrupted run."""
+    spec = small_spec(n=8, steps=1500, eval_every=50, schedule="plateau", optimizer=optimizer)
     train, held = write_data(tmp_path, spec, [0])
     ref = train_cell(make_cell(tmp_path, spec, [0], train, held, "ref", "ck0.pt"), CPU,
                      echo=quiet)[0]

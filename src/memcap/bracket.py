@@ -22,22 +22,6 @@ from memcap.config import arch_id
 from memcap.io import atomic_path
 
 
-def merge_configs(paths: list[Path]) -> dict:
-    """The config files merged in order, as Snakemake merges --configfile over the
-    Snakefile's config.yaml: mappings key by key, everything else (lists) replaced whole."""
-    def merge(base: dict, over: dict) -> dict:
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = (merge(out[key], value) if isinstance(value, dict)
-                        and isinstance(out.get(key), dict) else copy.deepcopy(value))
-        return out
-
-    config: dict = {}
-    for path in paths:
-        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    return config
-
-
 def read_capacity(database: Path) -> pl.DataFrame:
     """The synthetic rows of the database's capacity table."""
     import duckdb

@@ -346,13 +346,13 @@ def cmd_report(a: argparse.Namespace) -> None:
          arg("--out", type=Path, default=Path("results/bracket.yaml"),
              help="the overlay to write (only when some N is to be added)"))
 def cmd_bracket(a: argparse.Namespace) -> None:
-    from memcap.bracket import merge_configs, read_capacity, write_overlay
+    from memcap.bracket import read_capacity, write_overlay
 
     if a.grid is None:
-        from memcap.config import validate_config
+        from memcap.config import load_config
 
         base = [Path("config.yaml")] if Path("config.yaml").exists() else []
-        config = validate_config(merge_configs([*base, *a.configfile]))
+        config = load_config(*base, *a.configfile)
         a.grid = {"architectures": config["architectures"],
                   "dataset_sizes": config["synthetic"]["dataset_sizes"]}
     if not a.database.exists():

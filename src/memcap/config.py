@@ -11,6 +11,7 @@ import copy
 import functools
 import math
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -291,6 +292,26 @@ def cells(config: dict, kind: str) -> list[dict]:
     ]
 
 
-def load_config(path: str) -> dict:
-    with open(path) as fh:
-        return validate_config(yaml.safe_load(fh))
+def merge_configs(configs: list[dict]) -> dict:
+    """Config mappings merged in order, as Snakemake merges --configfile over the Snakefile's
+    config.yaml: mappings key by key, everything else (lists) replaced whole."""
+    def merge(base: dict, over: dict) -> dict:
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = (merge(out[key], value) if isinstance(value, dict)
+                        and isinstance(out.get(key), dict) else copy.deepcopy(value))
+        return out
+
+    merged: dict = {}
+    for c in configs:
+        merged = merge(merged, c or {})
+    return merged
+
+
+def load_config(*paths: str | Path) -> dict:
+    """The config files merged in order (merge_configs), validated."""
+    configs = []
+    for path in paths:
+        with open(path) as fh:
+            configs.append(yaml.safe_load(fh))
+    return validate_config(merge_configs(configs))

@@ -119,8 +119,10 @@ class _MergedState:
         return self._owner(p) is not None
 
     def __getitem__(self, p: torch.Tensor) -> dict:
+        """p's state; an empty one, stored nowhere, for a parameter without state yet (an
+        optimizer's state_dict refuses entries for parameters it does not train)."""
         owner = self._owner(p)
-        return owner.state[p] if owner is not None else self.optimizers[0].state[p]
+        return owner.state[p] if owner is not None else {}
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return (p for o in self.optimizers for p in o.state)
