@@ -1,5 +1,6 @@
 # memcap: how many bits of its training data does a language model memorize?
-# The DAG: data -> train (one job per cell, all seeds) -> score -> collect -> laws -> database
+# The DAG: data -> train (one job per cell, all seeds) -> score -> evaluate (and per
+#          quantization scheme: quantize -> its score and evaluation) -> collect -> laws -> database
 #          -> figures -> report. Each stage lives in rules/<stage>.smk; the code in src/memcap.
 import os
 import sys
@@ -28,6 +29,7 @@ include: "rules/text.smk"
 include: "rules/train.smk"
 include: "rules/score.smk"
 include: "rules/evaluate.smk"
+include: "rules/quantize.smk"
 include: "rules/aggregate.smk"
 include: "rules/figures.smk"
 include: "rules/verify.smk"

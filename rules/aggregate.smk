@@ -17,6 +17,8 @@ rule collect:
         top=lambda wc: [f"{d}/top_samples.parquet" for d in all_run_dirs()],
         # the plateau estimate of each run is fitted to its training log
         logs=lambda wc: [f"{d}/train_log.parquet" for d in all_run_dirs()],
+        quantized=lambda wc: [f"{d}/{name}" for d in all_quantized_dirs()
+                              for name in ("quant.json", "score.json", "evaluation.json")],
         references=text_records()["references"],
         stats=text_records()["stats"],
     output:
@@ -24,6 +26,7 @@ rule collect:
         memorization=COLLECTED_MEMORIZATION,
     params:
         dirs=lambda wc: all_run_dirs(),
+        quantized=lambda wc: all_quantized_dirs(),
     conda:
         ENV
     log:
@@ -31,6 +34,7 @@ rule collect:
     shell:
         "python -m memcap collect --run-dirs {params.dirs} --references {input.references}"
         f" --text-stats {{input.stats}} --tables-dir {TABLES_DIR}"
+        " --quantized-dirs {params.quantized}"
         " --memorization {output.memorization} > {log} 2>&1"
 
 
@@ -39,6 +43,8 @@ rule laws:
         runs=table("runs"),
         memorization=COLLECTED_MEMORIZATION,
         mia=table("mia"),
+        quantized_runs=table("quantized_runs"),
+        quantized_mia=table("quantized_mia"),
     output:
         [table(name) for name in FITTED],
     params:
@@ -49,7 +55,9 @@ rule laws:
         "results/logs/laws.log",
     shell:
         "python -m memcap laws --runs {input.runs} --memorization {input.memorization}"
-        " --mia {input.mia} --out {output} --settings {params.settings} > {log} 2>&1"
+        " --mia {input.mia} --quantized-runs {input.quantized_runs}"
+        " --quantized-mia {input.quantized_mia} --out {output} --settings {params.settings}"
+        " > {log} 2>&1"
 
 
 rule database:
@@ -58,6 +66,7 @@ rule database:
         tables=([table(name) for name in TABLES] + [VERIFY_TABLE] * VERIFY["enabled"])
         if GRID else [],
         samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
+        quantized_samples=lambda wc: [f"{d}/scores.parquet" for d in all_quantized_dirs()],
         audit_tables=audit_files()["tables"],
         audit_samples=audit_files()["samples"],
     output:
@@ -68,6 +77,7 @@ rule database:
         "results/logs/database.log",
     shell:
         "python -m memcap database --tables {input.tables} --samples {input.samples}"
+        " --quantized-samples {input.quantized_samples}"
         " --audit-tables {input.audit_tables} --audit-samples {input.audit_samples}"
         " --out {output} > {log} 2>&1"
 

@@ -11,7 +11,7 @@ from memcap.corpus import ARTIFACTS
 from memcap.memory import cell_request_mb, compact_bytes, request_mb
 from memcap.paths import (AUDIT_TABLES, AUDIT_TARGET, BRACKET, CELL, COLLECTED,
                           COLLECTED_MEMORIZATION, DATA, DATABASE, DOCS, FIGURES, FIGURES_DIR,
-                          FITTED, ORACLE, ORACLE_RECORD, POOL, REGISTRY, REPORT, RUN,
+                          FITTED, ORACLE, ORACLE_RECORD, POOL, QUANTIZED, REGISTRY, REPORT, RUN,
                           SAME_ARCH, SAME_ARCH_RECORD, TABLES, TABLES_DIR, TEXT_STATS,
                           TOKENIZER, VERIFY_TABLE, table)
 from memcap.shapes import param_count
@@ -49,6 +49,7 @@ wildcard_constraints:
     split="train|heldout",
     arch=r"L\d+-d\d+",
     precision="bf16|fp32",
+    scheme=r"bf16|int[2-8](-g\d+)?",
 
 
 def cell_of(wc):
@@ -88,6 +89,13 @@ def run_files(name):
 
 def all_run_dirs():
     return [RUN.format(**cell, seed=s) for kind in KINDS for cell in cells(config, kind)
+            for s in SEEDS]
+
+
+def all_quantized_dirs():
+    """Every trained run's folder under every scheme of quantize.schemes (rules/quantize.smk)."""
+    return [QUANTIZED.format(**cell, scheme=scheme, seed=s) for kind in KINDS
+            for cell in cells(config, kind) for scheme in config["quantize"]["schemes"]
             for s in SEEDS]
 
 

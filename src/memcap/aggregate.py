@@ -101,6 +101,59 @@ def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
             "top_samples": pl.concat(tops, how="diagonal_relaxed")}
 
 
+QUANTIZED_RUNS_SCHEMA = {
+    "run_id": pl.String, "trained_run_id": pl.String, "scheme": pl.String, "kind": pl.String,
+    "vocab_size": pl.Int64, "seq_len": pl.Int64, "n": pl.Int64, "seed": pl.Int64,
+    "arch": pl.String, "n_layer": pl.Int64, "d_model": pl.Int64, "params": pl.Int64,
+    "precision": pl.String, "bits": pl.Int64, "group": pl.Int64, "quantized_params": pl.Int64,
+    "stored_bits": pl.Int64, "stored_bits_per_param": pl.Float64,
+    "max_error_steps": pl.Float64, "torchao_max_abs_diff": pl.Float64,
+    "reference": pl.String, "mem_bits": pl.Float64, "mem_bits_unclamped": pl.Float64,
+    "dataset_bits": pl.Float64, "memorizable_fraction": pl.Float64,
+    "bits_per_param": pl.Float64, "train_loss": pl.Float64, "heldout_loss": pl.Float64,
+    "tfidf_mem_spearman": pl.Float64}
+
+
+def collect_quantized(quantized_dirs: list[Path]) -> dict[str, pl.DataFrame]:
+    """Read every quantized run's records (quant.json, score.json, evaluation.json) ->
+    quantized_runs (one row per trained run and scheme: its stored bits, memorization against
+    the run's primary reference, losses), quantized_mia and quantized_extraction (the rows
+    of mia and extraction, by the quantized run's id)."""
+    runs, mia, extraction = [], [], []
+    for d in map(Path, quantized_dirs):
+        q, s = read_json(d / "quant.json"), read_json(d / "score.json")
+        ev = read_json(d / "evaluation.json")
+        for name, other in (("score.json", s), ("evaluation.json", ev)):
+            if other["run_id"] != q["run_id"]:
+                raise ValueError(f"{d}/{name} belongs to run {other['run_id']}, not "
+                                 f"{q['run_id']}")
+        runs.append({**{k: q.get(k) for k in QUANTIZED_RUNS_SCHEMA},
+                     "reference": s["reference"], "mem_bits": s["mem_bits"],
+                     "mem_bits_unclamped": s["mem_bits_unclamped"],
+                     "dataset_bits": s["dataset_bits"],
+                     "memorizable_fraction": s["mem_bits"] / s["dataset_bits"],
+                     "bits_per_param": s["mem_bits"] / q["params"],
+                     "train_loss": s["train_loss"], "heldout_loss": s["heldout_loss"],
+                     "tfidf_mem_spearman": _finite_or_none(ev["tfidf_mem_spearman"])})
+        mia += ev["mia"]
+        extraction += ev["extraction"]
+    return {"quantized_runs": pl.DataFrame(runs, schema=QUANTIZED_RUNS_SCHEMA)
+            .sort("kind", "arch", "precision", "scheme", "n", "seed"),
+            "quantized_mia": pl.DataFrame(mia, schema=_like(mia, "mia")),
+            "quantized_extraction": pl.DataFrame(extraction, schema=_like(extraction,
+                                                                          "extraction"))}
+
+
+# the columns of an empty quantized_mia / quantized_extraction (no scheme configured)
+_EMPTY = {"mia": {"run_id": pl.String, "attack": pl.String, "auc": pl.Float64},
+          "extraction": {"run_id": pl.String, "prefix_len": pl.Int64, "split": pl.String,
+                         "rate": pl.Float64, "n_samples": pl.Int64}}
+
+
+def _like(rows: list[dict], table: str) -> dict | None:
+    return None if rows else _EMPTY[table]
+
+
 REFERENCE_SCHEMA = {"reference": pl.String, "run_id": pl.String, "arch": pl.String,
                     "precision": pl.String, "heldout_loss": pl.Float64,
                     "chosen_is_lowest": pl.Boolean, "lowest_run_id": pl.String,
@@ -148,10 +201,11 @@ def text_datasets_table(stats: list[Path]) -> pl.DataFrame:
 
 
 def collect(run_dirs: list[Path], references: list[Path], text_stats: list[Path],
-            tables_dir: Path, memorization_out: Path) -> str:
-    """Every run folder's records -> the collected tables in tables_dir, and memorization
-    (still without its capacity ratio) in memorization_out."""
-    tables = collect_tables(run_dirs)
+            tables_dir: Path, memorization_out: Path, quantized_dirs: list[Path] = ()) -> str:
+    """Every run folder's records (trained runs, and their quantized runs) -> the collected
+    tables in tables_dir, and memorization (still without its capacity ratio) in
+    memorization_out."""
+    tables = collect_tables(run_dirs) | collect_quantized(quantized_dirs)
     tables["reference_models"] = references_table(references)
     tables["text_datasets"] = text_datasets_table(text_stats)
     for name, frame in tables.items():
@@ -159,14 +213,17 @@ def collect(run_dirs: list[Path], references: list[Path], text_stats: list[Path]
             Path(tables_dir) / f"{name}.parquet")
         with atomic_path(path) as tmp:
             frame.write_parquet(tmp)
-    return f"collected {tables['runs'].height} runs into {tables_dir}"
+    return (f"collected {tables['runs'].height} runs and {tables['quantized_runs'].height} "
+            f"quantized runs into {tables_dir}")
 
 
 def build_database(db_path: Path, table_files: list[Path], sample_files: list[Path],
-                   audit_tables: list[Path] = (), audit_samples: list[Path] = ()) -> str:
+                   audit_tables: list[Path] = (), audit_samples: list[Path] = (),
+                   quantized_samples: list[Path] = ()) -> str:
     """Load every table (a Parquet file each, named by its stem), append the audits' rows to
     the tables of the same names (by column name; columns an audit lacks stay null), and
-    define the `samples` view over the per-run and the audits' score files.
+    define the `samples` view over the per-run, the quantized runs' (with their `scheme`)
+    and the audits' score files.
 
     The view names the Parquet files by their paths relative to the working directory the
     workflow runs in, so open the database from the project root.
@@ -183,14 +240,15 @@ def build_database(db_path: Path, table_files: list[Path], sample_files: list[Pa
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM frame_view" if exists
                             else f"CREATE TABLE {name} AS SELECT * FROM frame_view")
                 con.unregister("frame_view")
-            # run files carry their grid coordinates as hive folders, audit files none: one
-            # read per kind, united by column name
+            # run files carry their grid coordinates as hive folders (quantized runs' their
+            # scheme too), audit files none: one read per kind, united by column name
             lists = [", ".join(f"'{Path(f).as_posix()}'" for f in files)
-                     for files in (sample_files, audit_samples) if files]
+                     for files in (sample_files, quantized_samples, audit_samples) if files]
             parts = [f"SELECT * FROM read_parquet([{files}])" for files in lists]
             if parts:
                 con.execute("CREATE VIEW samples AS " + " UNION ALL BY NAME ".join(parts))
         finally:
             con.close()
     return (f"wrote {db_path}: {', '.join(names)}, {len(audit_tables)} audit table(s) and view "
-            f"samples over {len(sample_files) + len(audit_samples)} files")
+            f"samples over {len(sample_files) + len(quantized_samples) + len(audit_samples)} "
+            "files")

@@ -106,13 +106,15 @@ class Cell:
     checkpoint: str
     references: dict[str, str] = field(default_factory=dict)
     tokenizer: str | None = None
+    scheme: str | None = None
+    trained_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
         put("seeds", tuple(int(s) for s in self.seeds))
-        for name in ("train_data", "heldout_data", "run_dirs"):
+        for name in ("train_data", "heldout_data", "run_dirs", "trained_dirs"):
             put(name, tuple(str(p) for p in getattr(self, name)))
         put("checkpoint", str(self.checkpoint))
         put("references", {str(k): str(v) for k, v in self.references.items()})
@@ -126,6 +128,11 @@ class Cell:
                              f"per seed; got {len(self.seeds)} seeds, {len(self.train_data)} "
                              f"train files, {len(self.heldout_data)} held-out files and "
                              f"{len(self.run_dirs)} run folders")
+        if (self.scheme is None) != (not self.trained_dirs) or (
+                self.trained_dirs and len(self.trained_dirs) != len(self.seeds)):
+            raise ValueError("a quantized cell names its scheme and one trained run folder per "
+                             f"seed; got scheme {self.scheme!r} and {len(self.trained_dirs)} "
+                             "trained run folders")
 
     @property
     def arch(self) -> str:
@@ -133,14 +140,15 @@ class Cell:
 
     @property
     def run_ids(self) -> list[str]:
-        s = self.spec
+        s, tail = self.spec, f"+{self.scheme}" if self.scheme else ""
         return [cfg.run_id(self.kind, s.vocab_size, s.seq_len, self.arch, s.precision, s.n, seed)
-                for seed in self.seeds]
+                + tail for seed in self.seeds]
 
     @property
     def label(self) -> str:
-        """How progress lines name the cell: 'synthetic L1-d16 fp32 n=128'."""
-        return f"{self.kind} {self.arch} {self.spec.precision} n={self.spec.n}"
+        """How progress lines name the cell: 'synthetic L1-d16 fp32 n=128' (+ ' int4')."""
+        return (f"{self.kind} {self.arch} {self.spec.precision} n={self.spec.n}"
+                + (f" {self.scheme}" if self.scheme else ""))
 
     def identity(self, seed: int) -> dict[str, Any]:
         """What a run record says of its run: ids, coordinates and the whole spec."""
@@ -148,14 +156,27 @@ class Cell:
         return {**dataclasses.asdict(self.spec), "run_id": self.run_ids[m], "kind": self.kind,
                 "arch": self.arch, "seed": seed, "params": self.spec.params}
 
+    def quantized(self, scheme: str) -> Cell:
+        """This (trained) cell's runs with their weights quantized by `scheme`."""
+        s = self.spec
+        coords = {"kind": self.kind, "vocab": s.vocab_size, "seq": s.seq_len, "arch": self.arch,
+                  "precision": s.precision, "n": s.n, "scheme": scheme}
+        return dataclasses.replace(
+            self, scheme=scheme, trained_dirs=self.run_dirs,
+            run_dirs=tuple(paths.QUANTIZED.format(**coords, seed=seed) for seed in self.seeds))
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        record = dataclasses.asdict(self)
+        if self.scheme is None:  # a trained cell's JSON (its rules' params) as it always was
+            del record["scheme"], record["trained_dirs"]
+        return json.dumps(record, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Cell:
         try:
             record = json.loads(text)
-            return cls(**{**record, "spec": TrainSpec(**record["spec"])})
+            return cls(**{**record, "spec": TrainSpec(**record["spec"]),
+                          "trained_dirs": tuple(record.get("trained_dirs", ()))})
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"not a cell record ({err}); expected the JSON the rules pass "
                              "(fields: " + ", ".join(f.name for f in dataclasses.fields(cls))

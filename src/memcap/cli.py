@@ -195,6 +195,18 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                           for e in r["extraction"]))
 
 
+@command("quantize", "quantize, score and evaluate all seeds of one cell under one scheme",
+         CELL, arg("--settings", type=_json, required=True, help="the config's evaluate: "
+                   "section as JSON"), *runtime_args())
+def cmd_quantize(a: argparse.Namespace) -> None:
+    from memcap.quantize import quantize_cell
+
+    for r in quantize_cell(_cell(a), _runtime(a), evaluate=a.settings):
+        print(f"{r['run_id']}: {r['stored_bits']:,} stored bits ({r['stored_bits_per_param']:.2f} "
+              f"per parameter), largest error {r['max_error_steps']:.3f} steps, "
+              f"torchao difference {r['torchao_max_abs_diff']:.2e}")
+
+
 # ------------------------------------------------------------------------- audit
 
 @command("audit-samples", "check the audited models and cut the member and non-member samples",
@@ -278,31 +290,40 @@ def cmd_export_run(a: argparse.Namespace) -> None:
          arg("--run-dirs", type=Path, nargs="+", required=True),
          arg("--references", type=Path, nargs="*", default=[], help="text reference records"),
          arg("--text-stats", type=Path, nargs="*", default=[], help="text pool statistics"),
+         arg("--quantized-dirs", type=Path, nargs="*", default=[],
+             help="quantized run folders"),
          arg("--tables-dir", type=Path, required=True),
          arg("--memorization", type=Path, required=True,
              help="where memorization goes (its capacity ratio is added by `laws`)"))
 def cmd_collect(a: argparse.Namespace) -> None:
     from memcap.aggregate import collect
 
-    print(collect(a.run_dirs, a.references, a.text_stats, a.tables_dir, a.memorization))
+    print(collect(a.run_dirs, a.references, a.text_stats, a.tables_dir, a.memorization,
+                  a.quantized_dirs))
 
 
 @command("laws", "capacity, the bits/parameter and membership laws, double descent",
          arg("--runs", type=Path, required=True), arg("--memorization", type=Path, required=True),
          arg("--mia", type=Path, required=True),
+         arg("--quantized-runs", type=Path, required=True),
+         arg("--quantized-mia", type=Path, required=True),
          arg("--out", type=Path, nargs="+", required=True,
-             help="capacity, laws, double_descent and memorization Parquet files (by stem)"),
+             help="capacity, laws, double_descent, quantization and memorization Parquet "
+                  "files (by stem)"),
          arg("--settings", type=_json, required=True, help="the config's laws: section as JSON"))
 def cmd_laws(a: argparse.Namespace) -> None:
     from memcap.laws import fit_laws
 
-    print(fit_laws(a.runs, a.memorization, a.mia, {p.stem: p for p in a.out}, **a.settings))
+    print(fit_laws(a.runs, a.memorization, a.mia, {p.stem: p for p in a.out},
+                   quantized_runs=a.quantized_runs, quantized_mia=a.quantized_mia,
+                   **a.settings))
 
 
 @command("database", "build results/memcap.duckdb atomically",
          arg("--tables", type=Path, nargs="*", default=[],
              help="Parquet files; each becomes the table named by its file stem"),
          arg("--samples", type=Path, nargs="*", default=[]),
+         arg("--quantized-samples", type=Path, nargs="*", default=[]),
          arg("--audit-tables", type=Path, nargs="*", default=[],
              help="an audit's rows, appended to the table named by each file's stem"),
          arg("--audit-samples", type=Path, nargs="*", default=[]),
@@ -310,7 +331,8 @@ def cmd_laws(a: argparse.Namespace) -> None:
 def cmd_database(a: argparse.Namespace) -> None:
     from memcap.aggregate import build_database
 
-    print(build_database(a.out, a.tables, a.samples, a.audit_tables, a.audit_samples))
+    print(build_database(a.out, a.tables, a.samples, a.audit_tables, a.audit_samples,
+                         a.quantized_samples))
 
 
 @command("figures", "Altair figures as HTML and PNG",

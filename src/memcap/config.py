@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from memcap.schemes import Scheme, SchemeError
 from memcap.shapes import param_count
 
 KIND_SYNTHETIC = "synthetic"
@@ -106,6 +107,24 @@ def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
             _fill_defaults(item, schema["items"], root)
 
 
+def _check_schemes(cfg: dict) -> None:
+    """Every quantization scheme exists and fits every architecture it quantizes."""
+    for key, names in (("quantize.schemes", cfg["quantize"]["schemes"]),
+                       ("audit.quantize", cfg["audit"].get("quantize", []))):
+        for i, name in enumerate(names):
+            try:
+                scheme = Scheme.parse(name)
+                if key == "quantize.schemes":
+                    for kind in KINDS:
+                        if cfg[kind]["enabled"]:
+                            for a in architectures(cfg, kind):
+                                # every weight matrix takes d_model or 4·d_model inputs
+                                scheme.check_width(a["d_model"], f"{kind} architecture "
+                                                   f"{arch_id(a)}")
+            except SchemeError as err:
+                raise ConfigError(f"config key '{key}[{i}]': {err}") from None
+
+
 def validate_config(config: dict) -> dict:
     """Check `config` against the schema and the rules a schema cannot say; fill defaults.
 
@@ -152,6 +171,7 @@ def validate_config(config: dict) -> dict:
                                   "synthetic data only")
         if "oracle" in text:
             _check_oracle(cfg, text["oracle"])
+    _check_schemes(cfg)
     verify = cfg.setdefault("verify", {})
     syn = cfg["synthetic"]
     ids = [arch_id(a) for a in cfg["architectures"]]

@@ -24,6 +24,7 @@ from memcap.quantities import (
     mia_f1,
     sequences_per_param,
 )
+from memcap.schemes import TRAINED
 
 LAW_SCHEMA = {"law": pl.String, "kind": pl.String, "precision": pl.String,
               "parameter": pl.String, "value": pl.Float64, "ci_low": pl.Float64,
@@ -398,10 +399,65 @@ def with_next_bracket_n(capacity: pl.DataFrame, runs: pl.DataFrame,
     return capacity.with_columns(bracket_next_n=pl.Series(nxt, dtype=pl.Int64))
 
 
+# --- quantization (docs/science.md#quantization)
+
+# the trained weights as stored (model.safetensors in fp32): bits per parameter
+TRAINED_STORED_BITS = 32.0
+
+
+def quantization_table(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: pl.DataFrame,
+                       mia: pl.DataFrame, quantized: pl.DataFrame,
+                       quantized_mia: pl.DataFrame) -> pl.DataFrame:
+    """One row per (kind, arch, precision, scheme), the trained weights as scheme 'none':
+    the capacity under the scheme (the maximum over N of the mean over seeds, as for the
+    trained weights), its bits per parameter and per stored bit (capacity / the weights'
+    stored bits), the share of the trained capacity it keeps, and at the trained capacity's
+    N: the memorization and the loss attack's AUC (mean over seeds).
+    trained_lower_bound: the trained capacity is a lower bound (memcap.laws.capacity_table)."""
+    keys = ["kind", "arch", "precision"]
+    cols = [*keys, "params", "n", "seed", "run_id", "mem_bits", "scheme", "stored_bits_per_param"]
+    trained = (runs.join(memorization.select("run_id", "mem_bits"), on="run_id")
+               .with_columns(scheme=pl.lit(TRAINED),
+                             stored_bits_per_param=pl.lit(TRAINED_STORED_BITS)).select(cols))
+    loss_auc = (pl.concat([mia.select("run_id", "attack", "auc"),
+                           quantized_mia.select("run_id", "attack", "auc")])
+                .filter(pl.col("attack") == "loss").select("run_id", "auc"))
+    rows = (pl.concat([trained, quantized.select(cols)])
+            .join(loss_auc, on="run_id", how="left"))
+    per_n = rows.group_by(*keys, "params", "scheme", "n").agg(
+        mean_mem=pl.col("mem_bits").mean(), stored=pl.col("stored_bits_per_param").mean(),
+        auc=pl.col("auc").mean())
+    best = (per_n.sort(["mean_mem", "n"], descending=[True, False])  # ties: smallest N
+            .group_by(*keys, "scheme", maintain_order=True).first())
+    trained_cap = capacity.select(*keys, trained_capacity_bits="capacity_bits",
+                                  trained_n_at_max="n_at_max",
+                                  trained_lower_bound="lower_bound")
+    at_trained_n = (per_n.join(trained_cap, on=keys)
+                    .filter(pl.col("n") == pl.col("trained_n_at_max"))
+                    .select(*keys, "scheme", mem_bits_at_trained_n="mean_mem",
+                            mia_auc_at_trained_n="auc"))
+    stored = pl.col("stored") * pl.col("params")
+    return (best.join(trained_cap, on=keys).join(at_trained_n, on=[*keys, "scheme"], how="left")
+            .select(*keys, "scheme", "params", stored_bits_per_param="stored",
+                    stored_bits=stored, capacity_bits="mean_mem", n_at_max="n",
+                    bits_per_param=pl.col("mean_mem") / pl.col("params"),
+                    bits_per_stored_bit=pl.col("mean_mem") / stored,
+                    capacity_kept=pl.col("mean_mem") / pl.col("trained_capacity_bits"),
+                    mem_bits_at_trained_n="mem_bits_at_trained_n",
+                    kept_at_trained_n=(pl.col("mem_bits_at_trained_n")
+                                       / pl.col("trained_capacity_bits")),
+                    mia_auc_at_trained_n="mia_auc_at_trained_n",
+                    trained_n_at_max="trained_n_at_max",
+                    trained_lower_bound="trained_lower_bound")
+            .sort(["kind", "precision", "params", "stored_bits_per_param"],
+                  descending=[False, False, False, True]))
+
+
 def fit_laws(runs: Path, memorization: Path, mia: Path, out: dict[str, Path], *,
-             bootstrap: int, ci: float, seed: int) -> pl.DataFrame:
-    """Read the collected tables; write `capacity`, `laws`, `double_descent` and
-    `memorization` (with its capacity ratio) to the paths in `out` (the config's `laws:`
+             quantized_runs: Path, quantized_mia: Path, bootstrap: int, ci: float,
+             seed: int) -> pl.DataFrame:
+    """Read the collected tables; write `capacity`, `laws`, `double_descent`, `quantization`
+    and `memorization` (with its capacity ratio) to the paths in `out` (the config's `laws:`
     settings: bootstrap resamples, CI level, bootstrap seed). Returns the laws."""
     runs_df, mem = pl.read_parquet(runs), pl.read_parquet(memorization)
     cap = capacity_table(runs_df, mem)
@@ -411,8 +467,12 @@ def fit_laws(runs: Path, memorization: Path, mia: Path, out: dict[str, Path], *,
     ]).with_columns(ci_few_seeds=pl.col("n_seeds") < MIN_CI_SEEDS)
     cap = with_next_bracket_n(cap, runs_df, laws)
     mem = with_capacity_ratio(mem, runs_df, laws)
+    mia_df = pl.read_parquet(mia)
     tables = {"capacity": cap, "laws": laws, "double_descent": double_descent(runs_df, mem),
-              "memorization": mem}
+              "memorization": mem,
+              "quantization": quantization_table(runs_df, mem, cap, mia_df,
+                                                 pl.read_parquet(quantized_runs),
+                                                 pl.read_parquet(quantized_mia))}
     for name, frame in tables.items():
         with atomic_path(out[name]) as tmp:
             frame.write_parquet(tmp)

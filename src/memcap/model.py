@@ -16,15 +16,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from memcap.memory import MAX_LOGITS
+from memcap.quantize import read_state
 from memcap.shapes import param_count
 
 __all__ = ["MAX_LOGITS", "PackedGPT", "blocked_token_nll", "fused_block_rows",
-           "fused_mean_token_nll", "fused_token_nll", "load_packed", "mean_token_nll",
+           "fused_mean_token_nll", "fused_token_nll", "input_axes", "load_packed", "mean_token_nll",
            "n_heads", "param_count", "save_model", "sequence_nll_bits", "sequence_scores",
            "token_nll"]
 
@@ -345,15 +346,24 @@ def save_model(model: PackedGPT, m: int, path: Path) -> None:
     save_file(state, str(path))
 
 
+def input_axes(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The weight matrices of one model's state (save_model's layout) and the axis of each
+    that holds its inputs, along which quantization groups run (memcap.quantize): the
+    blocks' (din, dout) matrices take their inputs along axis 0; the embeddings' rows are
+    read out over d (axis 1), and the tied output projection reduces over d too."""
+    return {k: 1 if k in ("wte", "wpe") else 0 for k, v in state.items() if v.dim() == 2}
+
+
 def load_packed(spec, model_paths: list[Path], device: torch.device) -> PackedGPT:
     """Stack single-model safetensors files into one packed model of `spec`'s shape (a
-    memcap.cell.TrainSpec, or anything with vocab_size, seq_len, n_layer, d_model, head_dim)."""
+    memcap.cell.TrainSpec, or anything with vocab_size, seq_len, n_layer, d_model, head_dim).
+    A quantized model's file is dequantized (memcap.quantize.read_state)."""
     model = PackedGPT(len(model_paths), spec.vocab_size, spec.seq_len, spec.n_layer,
                       spec.d_model, n_heads(spec.d_model, spec.head_dim))
     states = []
     for path in model_paths:
         if not Path(path).exists():
             raise FileNotFoundError(f"model weights {path} do not exist")
-        states.append(load_file(str(path)))
+        states.append(read_state(path))
     model.load_state_dict({k: torch.stack([s[k] for s in states]) for k in states[0]})
     return model.to(device)

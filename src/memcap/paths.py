@@ -13,6 +13,9 @@ DATA = (f"{RESULTS}/data/kind={{kind}}/vocab={{vocab}}/seq={{seq}}/seed={{seed}}
 CELL = "kind={kind}/vocab={vocab}/seq={seq}/arch={arch}/precision={precision}/n={n}"
 RUN = f"{RESULTS}/runs/{CELL}/seed={{seed}}"
 CHECKPOINT = f"{RESULTS}/checkpoints/{CELL}/state.pt"
+# a trained run with its weights quantized (memcap.quantize): its own model file, records,
+# scores and evaluation, laid out as a run's
+QUANTIZED = f"{RESULTS}/quantized/{CELL}/scheme={{scheme}}/seed={{seed}}"
 
 # real text
 REGISTRY = f"{RESULTS}/registry"
@@ -39,9 +42,10 @@ AUDIT_TABLES = ("runs", "memorization", "mia", "extraction", "top_samples", "aud
 # its capacity ratio, which needs α); `database` loads every table of TABLES
 TABLES_DIR = f"{RESULTS}/tables"
 COLLECTED = ("runs", "memorization_by_reference", "mia", "extraction", "top_samples",
-             "reference_models", "text_datasets")
+             "reference_models", "text_datasets", "quantized_runs", "quantized_mia",
+             "quantized_extraction")
 COLLECTED_MEMORIZATION = f"{RESULTS}/collected/memorization.parquet"
-FITTED = ("memorization", "capacity", "laws", "double_descent")
+FITTED = ("memorization", "capacity", "laws", "double_descent", "quantization")
 TABLES = COLLECTED + FITTED
 DATABASE = f"{RESULTS}/memcap.duckdb"
 # the config overlay that extends the grid to bracket each capacity (target `bracket`)
