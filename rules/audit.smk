@@ -7,8 +7,8 @@ from memcap.paths import AUDIT_MODEL, AUDIT_SAMPLES
 
 
 wildcard_constraints:
-    model=r"reference|target=[A-Za-z0-9_.-]+",
-    target=r"[A-Za-z0-9_.-]+",
+    model=r"reference|target=[A-Za-z0-9_.-]+(\+[a-z0-9-]+)?",
+    target=r"[A-Za-z0-9_.-]+(\+[a-z0-9-]+)?",
 
 
 AUDIT_SAMPLE_FILES = [f"{AUDIT_SAMPLES}/{name}" for name in
@@ -58,6 +58,7 @@ rule audit_score:
     params:
         model_dir=lambda wc: shlex.quote(audit_model(wc)[0]),
         key=lambda wc: audit_model(wc)[1],
+        scheme=lambda wc: audit_model(wc)[2],
         out_dir=lambda wc, output: os.path.dirname(output.scores),
     conda:
         ENV
@@ -70,6 +71,7 @@ rule audit_score:
         **MODEL_RESOURCES,
     shell:
         "python -m memcap audit-score --model-dir {params.model_dir} --key {params.key}"
+        " --scheme '{params.scheme}'"
         f" --samples-dir {AUDIT_SAMPLES} --out-dir {{params.out_dir}} {RUNTIME_ARGS}"
         " > {log} 2>&1"
 
@@ -84,7 +86,7 @@ rule audit_evaluate:
         record=f"{AUDIT_TARGET}/audit.json",
         tables=[f"{AUDIT_TARGET}/tables/{name}.parquet" for name in AUDIT_TABLE_NAMES],
     params:
-        model_dir=lambda wc: shlex.quote(AUDIT_CFG["targets"][wc.target]),
+        model_dir=lambda wc: shlex.quote(AUDIT_CFG["targets"][wc.target.partition("+")[0]]),
         scores=lambda wc, input: os.path.dirname(input.scores),
         reference=lambda wc, input: (f"--reference-scores {os.path.dirname(input.reference[0])}"
                                      if input.reference else ""),

@@ -146,7 +146,10 @@ def text_records():
 
 
 # The audit (rules/audit.smk): each target's rows of the database tables and its score file
-AUDITED = list(AUDIT_CFG.get("targets", {})) if AUDIT_CFG["enabled"] else []
+# (audit.quantize: each target once more per scheme, as <name>+<scheme>)
+AUDITED = [f"{t}{suffix}" for t in AUDIT_CFG.get("targets", {})
+           for suffix in ["", *(f"+{s}" for s in AUDIT_CFG["quantize"])]
+           ] if AUDIT_CFG["enabled"] else []
 # without a reference model, memorization and the top samples are left out
 AUDIT_TABLE_NAMES = [t for t in AUDIT_TABLES if "reference" in AUDIT_CFG
                      or t not in ("memorization", "top_samples")]
@@ -169,8 +172,9 @@ def existing_files(path):
 
 
 def audit_model(wc):
-    """(folder, config key) of an audit model wildcard: reference or target=<name>."""
+    """(folder, config key, quantization scheme or '') of an audit model wildcard: reference
+    or target=<name>[+<scheme>]."""
     if wc.model == "reference":
-        return AUDIT_CFG["reference"], "audit.reference"
-    name = wc.model.removeprefix("target=")
-    return AUDIT_CFG["targets"][name], f"audit.targets.{name}"
+        return AUDIT_CFG["reference"], "audit.reference", ""
+    name, _, scheme = wc.model.removeprefix("target=").partition("+")
+    return AUDIT_CFG["targets"][name], f"audit.targets.{name}", scheme

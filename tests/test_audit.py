@@ -103,6 +103,32 @@ def test_memorizing_models_are_caught_and_untouched_ones_are_not(built, audited,
     assert "Audit of models trained elsewhere" in report and "llama-finetuned" in report
 
 
+def test_quantized_targets_are_audited_beside_the_originals(built, tmp_path, monkeypatch):
+    """audit.quantize: each target once more per scheme, on both loaders (memcap's GPT-2
+    and transformers' Llama): int8 keeps the memorization and the membership signal of a
+    fine-tuned model, int2 per channel destroys most of what it memorized."""
+    config = audit_config(built, ["gpt2-finetuned", "llama-finetuned"])
+    config["audit"]["quantize"] = ["int8", "int2"]
+    out = run_audit(tmp_path, config)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    db = duckdb.connect("results/memcap.duckdb", read_only=True)
+    rows = {r[0]: r[1:] for r in db.sql("""
+        SELECT a.target, a.scheme, a.stored_bits_per_param, z.mem_bits, m.auc
+        FROM audits a JOIN memorization z USING (run_id) JOIN mia m USING (run_id)
+        WHERE m.attack = 'loss'""").fetchall()}
+    assert set(rows) == {f"{t}{s}" for t in ("gpt2-finetuned", "llama-finetuned")
+                         for s in ("", "+int8", "+int2")}
+    for target in ("gpt2-finetuned", "llama-finetuned"):
+        scheme, stored, mem, auc = rows[target]
+        assert scheme == "none" and stored is None
+        _, stored8, mem8, auc8 = rows[f"{target}+int8"]
+        _, stored2, mem2, _ = rows[f"{target}+int2"]
+        assert 8 < stored8 < 12 and 2 < stored2 < stored8, (stored8, stored2)
+        assert abs(mem8 - mem) < 0.05 * mem and auc8 > 0.9, (target, mem, mem8, auc8)
+        assert mem2 < 0.5 * mem, (target, mem, mem2)
+
+
 def test_memcaps_gpt2_codes_as_transformers_does(built, tmp_path):
     write_samples({"gpt2": str(built["gpt2-finetuned"])}, None, built["members"],
                   built["nonmembers"], example.SEQ_LEN, "first", tmp_path)

@@ -141,24 +141,48 @@ def test_science_of_the_smoke_run(db):
     assert ratio is not None and math.isfinite(ratio)
 
 
+def test_quantized_runs_in_the_database(db):
+    """Every trained run once per scheme, by a run id that names it, with its stored bits;
+    int4 per channel on these 8- and 16-wide models loses bits, and the quantization table
+    holds the trained weights (32 bits per parameter) and the scheme per architecture."""
+    q = db.sql("""SELECT q.run_id, q.trained_run_id, q.scheme, q.stored_bits_per_param,
+                         q.mem_bits AS q_bits, m.mem_bits AS bits
+                  FROM quantized_runs q JOIN memorization m ON m.run_id = q.trained_run_id
+                  """).pl()
+    assert q.height == db.sql("SELECT count(*) FROM runs").fetchall()[0][0]
+    assert (q["run_id"] == q["trained_run_id"] + "+int4").all()
+    # 4-bit integers plus a scale and zero point per row of 8-16 inputs, fp32 vectors
+    assert q["stored_bits_per_param"].min() > 4 and q["stored_bits_per_param"].max() < 10
+    assert q["q_bits"].sum() < q["bits"].sum()
+    table = db.sql("""SELECT kind, arch, scheme, stored_bits_per_param, capacity_kept
+                      FROM quantization ORDER BY kind, arch, scheme""").pl()
+    assert table.height == 2 * db.sql("SELECT count(*) FROM capacity").fetchall()[0][0]
+    trained = table.filter(table["scheme"] == "none")
+    assert (trained["stored_bits_per_param"] == 32).all() and (trained["capacity_kept"] == 1).all()
+    n_mia = db.sql("SELECT count(DISTINCT run_id) FROM quantized_mia").fetchall()[0][0]
+    assert n_mia == q.height
+    files = db.sql("SELECT count(DISTINCT run_id) FROM samples WHERE scheme = 'int4'")
+    assert files.fetchall()[0][0] == q.height
+
+
 def test_figures_and_report(smoke):
     figs = smoke / "results/figures"
     for name in ("memorization_vs_n", "capacity_vs_params", "bits_per_param", "mia_roc",
                  "mia_attacks", "mia_histograms", "mia_law", "extraction_vs_n",
-                 "double_descent"):
+                 "double_descent", "quantization"):
         html = (figs / f"{name}.html").read_text()
         assert "vega" in html and not re.search(r"<script[^>]+src=['\"]https?:", html)
         assert (figs / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (smoke / "results/report.html").read_text()
     assert "Bits per parameter" in report and "lower bound" in report
-    assert report.count("data:image/png;base64,") == 9
+    assert report.count("data:image/png;base64,") == 10
     # every attack in the report, and the warning that 2 seeds give no confidence interval
     for attack in ("reference_oracle", "zlib", "min_k"):
         assert attack in report
     assert "CIs from 2 seeds" in report
     for section in ("Membership inference", "Membership-inference law", "validation table",
                     "Extraction", "most memorized", "Real text", "Double descent",
-                    "held-out loss peaks"):
+                    "held-out loss peaks", "Quantization: capacity against stored bits"):
         assert section in report
 
 
@@ -181,33 +205,35 @@ def test_adding_a_dataset_size_schedules_only_its_jobs(smoke):
     def edit(cfg):
         cfg["synthetic"]["dataset_sizes"] = [8, 32, 64, 128]
     jobs = plan(smoke, edited(smoke, "size", edit))
-    assert jobs == {"synthetic_data": 2, "train": 2, "score": 2, "evaluate": 2, **AGGREGATES}
+    assert jobs == {"synthetic_data": 2, "train": 2, "score": 2, "evaluate": 2, "quantize": 2,
+                    **AGGREGATES}
 
 
 def test_adding_an_architecture_schedules_only_its_jobs(smoke):
     def edit(cfg):
         cfg["architectures"].append({"n_layer": 2, "d_model": 8})
     assert plan(smoke, edited(smoke, "arch", edit)) == {"train": 3, "score": 3, "evaluate": 3,
-                                                        **AGGREGATES}
+                                                        "quantize": 3, **AGGREGATES}
 
 
 def test_a_hyperparameter_reruns_only_the_cells_it_affects(smoke):
     def one_arch(cfg):
         cfg["architectures"][0]["train"] = {"lr": 0.02}
     assert plan(smoke, edited(smoke, "lr1", one_arch)) == {"train": 3, "score": 3,
-                                                           "evaluate": 3, **AGGREGATES}
+                                                           "evaluate": 3, "quantize": 3,
+                                                           **AGGREGATES}
 
     def everywhere(cfg):
         cfg["train"]["beta2"] = 0.95
     # 6 synthetic + 6 text cells; the text references are retrained runs, so they rescore
     assert plan(smoke, edited(smoke, "beta2", everywhere)) == {
-        "train": 12, "score": 12, "evaluate": 12, "same_arch_reference": 2,
+        "train": 12, "score": 12, "evaluate": 12, "quantize": 12, "same_arch_reference": 2,
         "oracle_reference": 1, **AGGREGATES}
 
     def text_only(cfg):
         cfg["text"]["train"] = {"lr": 0.02}
     assert plan(smoke, edited(smoke, "textlr", text_only)) == {
-        "train": 6, "score": 6, "evaluate": 6, "same_arch_reference": 2,
+        "train": 6, "score": 6, "evaluate": 6, "quantize": 6, "same_arch_reference": 2,
         "oracle_reference": 1, **AGGREGATES}
 
 
@@ -217,7 +243,8 @@ def test_a_budget_reruns_only_the_cells_whose_steps_change(smoke):
     def more(cfg):
         cfg["train"]["min_passes"] = 150
     assert plan(smoke, edited(smoke, "passes", more)) == {"train": 2, "score": 2,
-                                                          "evaluate": 2, **AGGREGATES}
+                                                          "evaluate": 2, "quantize": 2,
+                                                          **AGGREGATES}
 
     def no_step_changes(cfg):  # text: 1 pass of 1,024 samples is far below 1,000 steps
         cfg["text"]["train"] = {"min_passes": 1}
@@ -227,7 +254,20 @@ def test_a_budget_reruns_only_the_cells_whose_steps_change(smoke):
 def test_an_evaluation_setting_reruns_only_evaluation(smoke):
     def edit(cfg):
         cfg["evaluate"] = {"mia_samples": 16}
-    assert plan(smoke, edited(smoke, "mia", edit)) == {"evaluate": 12, **AGGREGATES}
+    # a quantize job evaluates its quantized runs too: it reruns, training does not
+    assert plan(smoke, edited(smoke, "mia", edit)) == {"evaluate": 12, "quantize": 12,
+                                                       **AGGREGATES}
+
+
+def test_adding_a_quantization_scheme_runs_only_its_jobs(smoke):
+    def edit(cfg):
+        cfg["quantize"]["schemes"] = ["int4", "int8"]
+    assert plan(smoke, edited(smoke, "int8", edit)) == {"quantize": 12, **AGGREGATES}
+
+    def none(cfg):  # dropping every scheme trains and scores nothing again
+        cfg["quantize"]["schemes"] = []
+    assert plan(smoke, edited(smoke, "noquant", none)) == {
+        k: 1 for k in ("collect", "laws", "database", "figures", "report", "all")}
 
 
 def test_a_smaller_text_size_trains_only_its_cells(smoke):
@@ -236,7 +276,7 @@ def test_a_smaller_text_size_trains_only_its_cells(smoke):
     # the new runs are oracle candidates, so the oracle is chosen again and text rescored
     assert plan(smoke, edited(smoke, "textsize", edit)) == {
         "text_data": 2, "train": 2, "oracle_reference": 1, "score": 8, "evaluate": 8,
-        **AGGREGATES}
+        "quantize": 8, **AGGREGATES}
 
 
 def test_a_text_setting_reruns_the_text_part_only(smoke):

@@ -55,6 +55,7 @@ from memcap.samples import (
     top_samples,
     with_zlib_bits,
 )
+from memcap.schemes import TRAINED
 from memcap.tokens import HELDOUT_ID_OFFSET, read_tokens, tokens_frame
 
 SETS = ("members", "nonmembers")
@@ -66,8 +67,16 @@ class AuditError(ValueError):
 
 
 def run_id(target: str) -> str:
-    """The id of an audited target in every table: audit:<name>."""
+    """The id of an audited target in every table: audit:<name> (audit:<name>+<scheme> for a
+    target audited with its weights quantized, audit.quantize)."""
     return f"audit:{target}"
+
+
+def target_scheme(target: str) -> tuple[str, str | None]:
+    """(the configured target's name, the quantization scheme or None) of an audited
+    target's name: <name> or <name>+<scheme>."""
+    name, _, scheme = target.partition("+")
+    return name, scheme or None
 
 
 # ---------------------------------------------------------------- samples
@@ -141,13 +150,14 @@ def write_samples(targets: dict[str, str], reference: str | None, members: Path,
 # ---------------------------------------------------------------- scoring
 
 def score_model(model_dir: Path, key: str, samples_dir: Path, out_dir: Path,
-                runtime: Runtime) -> str:
-    """nll(x | model) in bits of every member and non-member sample -> out_dir."""
+                runtime: Runtime, scheme: str | None = None) -> str:
+    """nll(x | model) in bits of every member and non-member sample -> out_dir; with a
+    quantization scheme, of the model with its weights quantized."""
     samples_dir, out_dir = Path(samples_dir), Path(out_dir)
     seq_len = read_json(samples_dir / "samples.json")["seq_len"]
     device = dev.resolve_device(runtime.device)
     dev.configure(device, "fp32", runtime.threads)
-    model = load_causal_lm(model_dir, key, seq_len, device)
+    model = load_causal_lm(model_dir, key, seq_len, device, scheme=scheme)
     start = time.perf_counter()
     frames, losses = [], {}
     for name in SETS:
@@ -162,7 +172,9 @@ def score_model(model_dir: Path, key: str, samples_dir: Path, out_dir: Path,
         "model_dir": str(model_dir), "key": key, "loader": model.loader,
         "model_type": model.model_type, "params": model.params, "device": device.type,
         "member_loss": losses["members"], "nonmember_loss": losses["nonmembers"],
-        "score_seconds": time.perf_counter() - start})
+        "score_seconds": time.perf_counter() - start, "scheme": scheme or TRAINED,
+        "stored_bits_per_param": (model.quantization["stored_bits_per_param"]
+                                  if model.quantization else None)})
     return (f"{model_dir} ({model.model_type} through {model.loader}, {model.params:,} "
             f"parameters, {device.type}): member loss {losses['members']:.4f}, non-member loss "
             f"{losses['nonmembers']:.4f} nats/token")
@@ -222,7 +234,8 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
 
     device = dev.resolve_device(runtime.device)
     dev.configure(device, "fp32", runtime.threads)
-    model = load_causal_lm(target_dir, f"audit.targets.{name}", S, device)
+    configured, scheme = target_scheme(name)
+    model = load_causal_lm(target_dir, f"audit.targets.{configured}", S, device, scheme=scheme)
     m_ext = min(extraction_samples, len(ids["members"]), len(ids["nonmembers"]))
     extraction = [{"run_id": run, "prefix_len": k, "split": split, "n_samples": m_ext,
                    "rate": float(model.extracted(toks[s][:m_ext], k,
@@ -241,7 +254,9 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
         "mia": pl.DataFrame(mia),
         "extraction": pl.DataFrame(extraction),
         "audits": pl.DataFrame([{
-            "run_id": run, "target": name, "model_dir": target_dir,
+            "run_id": run, "target": name, "scheme": scheme or TRAINED,
+            "stored_bits_per_param": target.get("stored_bits_per_param"),
+            "model_dir": target_dir,
             "model_type": target["model_type"], "loader": target["loader"],
             "params": target["params"], "reference_dir": ref and ref["model_dir"],
             "reference_model_type": ref and ref["model_type"],
@@ -253,7 +268,8 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
             "duplicates": info["members"]["duplicates"] + info["nonmembers"]["duplicates"],
             "member_loss": loss["members"], "nonmember_loss": loss["nonmembers"],
             "reference_nonmember_loss": ref and ref["nonmember_loss"]}],
-            schema_overrides={"reference_dir": pl.String, "reference_model_type": pl.String,
+            schema_overrides={"stored_bits_per_param": pl.Float64,
+                              "reference_dir": pl.String, "reference_model_type": pl.String,
                               "reference_params": pl.Int64,
                               "reference_nonmember_loss": pl.Float64}),
     }

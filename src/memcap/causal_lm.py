@@ -222,6 +222,9 @@ class CausalLM:
     vocab_size: int
     device: torch.device
     model: torch.nn.Module
+    # the record of the quantization scheme its weights were put through (memcap.quantize),
+    # None for the weights as saved
+    quantization: dict | None = None
 
     @torch.no_grad()
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -282,10 +285,11 @@ class CausalLM:
 
 
 def load_causal_lm(path: str | Path, key: str, seq_len: int, device: torch.device,
-                   native: bool = True) -> CausalLM:
+                   native: bool = True, scheme: str | None = None) -> CausalLM:
     """Load a checkpoint folder for scoring S-token samples on `device` in fp32. GPT-2 in
     memcap's layout loads onto PackedGPT unless native is False (then transformers scores it,
-    as every other architecture)."""
+    as every other architecture). With a quantization scheme, its weights are quantized
+    (memcap.quantize.quantize_module) before it scores anything."""
     config = check_model_dir(path, key)
     max_len = config.get("n_positions") or config.get("max_position_embeddings")
     if max_len is not None and seq_len > max_len:
@@ -304,6 +308,13 @@ def load_causal_lm(path: str | Path, key: str, seq_len: int, device: torch.devic
     else:
         model, loader = hf_model, "transformers"
     model.eval()
+    record = None
+    if scheme:
+        from memcap.quantize import Scheme, SchemeError, quantize_module
+        try:
+            record = quantize_module(model, Scheme.parse(scheme), f"{path} ({key})")
+        except SchemeError as err:
+            raise ModelDirError(f"config key 'audit.quantize': {err}") from None
     return CausalLM(path=str(path), loader=loader, model_type=config["model_type"],
                     params=params, vocab_size=config["vocab_size"], device=device,
-                    model=model.to(device))
+                    model=model.to(device), quantization=record)

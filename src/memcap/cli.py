@@ -228,11 +228,13 @@ def cmd_audit_samples(a: argparse.Namespace) -> None:
          arg("--model-dir", type=Path, required=True),
          arg("--key", required=True, help="the config key naming the model"),
          arg("--samples-dir", type=Path, required=True),
+         arg("--scheme", default="", help="quantize the weights by this scheme first ('': no)"),
          arg("--out-dir", type=Path, required=True), *runtime_args())
 def cmd_audit_score(a: argparse.Namespace) -> None:
     from memcap.audit import score_model
 
-    print(score_model(a.model_dir, a.key, a.samples_dir, a.out_dir, _runtime(a)))
+    print(score_model(a.model_dir, a.key, a.samples_dir, a.out_dir, _runtime(a),
+                      a.scheme or None))
 
 
 @command("audit-evaluate", "memorization, membership inference and extraction of one target",

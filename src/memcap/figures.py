@@ -21,7 +21,7 @@ from memcap.quantities import LAW_SEQ_LEN, mia_f1, sequences_per_param
 
 WIDTH, HEIGHT = 520, 340
 TABLE_NAMES = ("runs", "memorization", "capacity", "laws", "mia", "extraction",
-               "double_descent")
+               "double_descent", "quantization")
 SCORE_COLUMNS = ("run_id", "sample_id", "member", "nll_bits")
 
 
@@ -36,6 +36,7 @@ class Tables:
     mia: pl.DataFrame
     extraction: pl.DataFrame
     double_descent: pl.DataFrame
+    quantization: pl.DataFrame
     score_files: dict[str, Path]  # run_id -> its scores.parquet
     set_files: dict[str, Path]  # run_id -> its mia_sets.parquet (what the attacks compared)
 
@@ -448,6 +449,40 @@ def double_descent(t: Tables) -> alt.Chart:
                                        "architecture's held-out-loss peak; grey: ratio 1"))
 
 
+def quantization(t: Tables) -> alt.Chart:
+    """Capacity (bits per parameter) and the loss attack's AUC at the trained capacity's N
+    against the bits each parameter is stored in: the trained fp32 weights (32) and every
+    quantization scheme, one line per architecture (docs/science.md#quantization)."""
+    q = t.quantization
+    if q.filter(pl.col("scheme") != "none").is_empty():
+        return _empty("Capacity against stored bits", "no quantization scheme in this "
+                      "experiment (quantize.schemes)")
+    q = q.with_columns(_kind_arch()).sort("arch", "stored_bits_per_param")
+    x = alt.X("stored_bits_per_param:Q", title="stored bits per parameter",
+              scale=alt.Scale(type="log", base=2))
+    colour = alt.Color("arch:N", title="architecture")
+    tips = ["arch", "scheme", alt.Tooltip("stored_bits_per_param:Q", format=".2f"),
+            alt.Tooltip("capacity_bits:Q", format=",.0f"),
+            alt.Tooltip("bits_per_param:Q", format=".3f"),
+            alt.Tooltip("capacity_kept:Q", format=".1%"),
+            alt.Tooltip("mia_auc_at_trained_n:Q", format=".3f")]
+
+    def panel(y: alt.Y, title: str, subtitle: str) -> alt.Chart:
+        base = alt.Chart(q).encode(x=x, y=y, color=colour, tooltip=tips)
+        return alt.layer(base.mark_line(), base.mark_point(filled=True, size=60),
+                         base.mark_text(dy=-9, fontSize=9).encode(text="scheme:N")).properties(
+            width=WIDTH * 0.8, height=HEIGHT, title=alt.TitleParams(title, subtitle=subtitle))
+
+    return alt.hconcat(
+        panel(alt.Y("bits_per_param:Q", title="capacity (bits per parameter)"),
+              "Capacity against the bits it is stored in",
+              "max over N of memorized bits (mean over seeds) / P; none: the trained weights"),
+        panel(alt.Y("mia_auc_at_trained_n:Q", title="loss attack AUC",
+                    scale=alt.Scale(zero=False)),
+              "Membership inference against stored bits",
+              "the loss attack at the N of the trained capacity (mean over seeds)"))
+
+
 CHARTS = {
     "memorization_vs_n": memorization_vs_n,
     "capacity_vs_params": capacity_vs_params,
@@ -458,6 +493,7 @@ CHARTS = {
     "mia_law": mia_law,
     "extraction_vs_n": extraction_vs_n,
     "double_descent": double_descent,
+    "quantization": quantization,
 }
 assert tuple(CHARTS) == FIGURES, "CHARTS must draw memcap.paths.FIGURES, in that order"
 

@@ -53,7 +53,8 @@ BRACKET = f"{RESULTS}/bracket.yaml"
 
 FIGURES_DIR = f"{RESULTS}/figures"
 FIGURES = ("memorization_vs_n", "capacity_vs_params", "bits_per_param", "mia_roc",
-           "mia_attacks", "mia_histograms", "mia_law", "extraction_vs_n", "double_descent")
+           "mia_attacks", "mia_histograms", "mia_law", "extraction_vs_n", "double_descent",
+           "quantization")
 REPORT = f"{RESULTS}/report.html"
 VERIFY_TABLE = f"{RESULTS}/verify/verify.parquet"  # table `verify` when verify.enabled
 

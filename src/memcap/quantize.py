@@ -34,8 +34,8 @@ from safetensors.torch import save_file
 from memcap.schemes import Scheme, SchemeError
 
 __all__ = ["QuantizedMatrix", "Scheme", "SchemeError", "quantize_cell", "quantize_matrix",
-           "quantize_state", "read_state", "save_quantized", "torchao_dequantize",
-           "torchao_qparams"]
+           "quantize_module", "quantize_state", "read_state", "save_quantized",
+           "torchao_dequantize", "torchao_qparams"]
 
 METADATA_KEY = "memcap_quantization"
 SCALE_BITS = 16  # fp16 scales
@@ -181,6 +181,44 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
         state[name] = QuantizedMatrix(tensors[f"{name}.q"], tensors[f"{name}.scale"],
                                       tensors[f"{name}.zero"], axis).dequantize()
     return state
+
+
+def quantize_module(model: torch.nn.Module, scheme: Scheme, what: str) -> dict:
+    """Quantize a loaded model's weights in place (each tensor replaced by its dequantized
+    value) and return the record (stored bits ...). The matrices: memcap's PackedGPT by its
+    layout (memcap.model.input_axes), and in any other module nn.Linear (inputs along axis
+    1), transformers' Conv1D (axis 0) and nn.Embedding (rows over d, axis 1) weights, a tied
+    weight once. Raises SchemeError when the model has no such matrix."""
+    from memcap.model import PackedGPT, input_axes
+
+    params = dict(model.named_parameters())  # tied weights appear once
+    if isinstance(model, PackedGPT):
+        if model.n_models != 1:
+            raise SchemeError(f"{what}: quantize one model at a time, got {model.n_models}")
+        state = {k: v[0] for k, v in params.items()}
+        axes = input_axes(state)
+    else:
+        names = {id(p): k for k, p in params.items()}
+        axes = {}
+        for module in model.modules():
+            w = getattr(module, "weight", None)
+            if not isinstance(w, torch.nn.Parameter) or w.dim() != 2 or id(w) not in names:
+                continue
+            if isinstance(module, torch.nn.Linear | torch.nn.Embedding):
+                axes[names[id(w)]] = 1
+            elif type(module).__name__ == "Conv1D":  # transformers' GPT-2 layers: (in, out)
+                axes[names[id(w)]] = 0
+        state = dict(params)
+    if not axes:
+        raise SchemeError(f"quantization scheme {scheme.name} finds no weight matrix in {what} "
+                          "(nn.Linear, nn.Embedding or transformers' Conv1D)")
+    deq, stored = quantize_state({k: v.detach().float().cpu() for k, v in state.items()}, axes,
+                                 scheme, what)
+    with torch.no_grad():
+        for k, p in params.items():
+            value = deq[k].to(p.device, p.dtype)
+            p.copy_(value.unsqueeze(0) if isinstance(model, PackedGPT) else value)
+    return stored["record"]
 
 
 def quantize_cell(cell, runtime, *, evaluate: dict) -> list[dict]:

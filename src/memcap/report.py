@@ -33,6 +33,31 @@ text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.lb{color:#b359
 """
 
 
+def _quantization_sections(q: pl.DataFrame, fdir: Path) -> list[str]:
+    """Capacity against the bits the weights are stored in (docs/science.md#quantization)."""
+    parts = ["<h2>Quantization: capacity against stored bits</h2>"]
+    if q.filter(pl.col("scheme") != "none").is_empty():
+        return [*parts, "<p>No quantization scheme in this experiment (quantize.schemes).</p>"]
+    parts.append(
+        "<p>Every trained run's weights quantized after training (round to nearest: int{b} "
+        "with one fp16 scale and b-bit zero point per output channel, int{b}-g{G} per group "
+        "of G inputs; bf16: every value rounded), then scored and evaluated against the same "
+        "references. Stored bits count the integers, scales, zero points and the fp32 "
+        "vectors left as they were; <i>none</i> is the trained weights, 32 bits each. "
+        "capacity_kept: the scheme's capacity over the trained one; kept_at_trained_n: the "
+        "same at the trained capacity's N; bits_per_stored_bit: capacity over the stored "
+        "bits. Text rows measure memorization against a learned reference, not a "
+        "capacity.</p>")
+    parts.append(_table(q.select(
+        "kind", "precision", "arch", "scheme", "stored_bits_per_param", "capacity_bits",
+        "bits_per_param", "bits_per_stored_bit", "capacity_kept", "n_at_max",
+        "kept_at_trained_n", "mia_auc_at_trained_n"), left=("kind", "precision", "arch",
+                                                            "scheme")))
+    caption = "Capacity and membership inference against stored bits per parameter"
+    parts.append(f"<h3>{caption}</h3>{_figure(fdir, 'quantization', caption)}")
+    return parts
+
+
 def _fmt(v: object) -> str:
     if v is None:
         return "–"
@@ -143,6 +168,9 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
                             WHERE r.kind <> 'audit'
                             GROUP BY ALL ORDER BY r.kind, min(r.params)""").pl(),
         "tops": {},
+        "quantization": con.sql("""SELECT * FROM quantization
+                                   ORDER BY kind, precision, params,
+                                   stored_bits_per_param DESC""").pl(),
     }
     # per kind: the largest architecture at its capacity (most memorized N), first seed
     for kind, run in con.sql("""SELECT c.kind, arg_min(r.run_id, r.seed) FROM capacity c
@@ -171,6 +199,7 @@ def render(data: dict, fdir: Path) -> str:
         parts += _text_sections(data["text"], fdir)
     parts += _mia_sections(data["mia"], data["attack_gap"], laws, data["extraction"],
                            data["tfidf"], data["tops"], data["verify"])
+    parts += _quantization_sections(data["quantization"], fdir)
     if data["audit"] is not None:
         parts += _audit_sections(data["audit"])
     parts.append("<h2>Figures</h2>")
@@ -538,7 +567,8 @@ def _audit_tables(con: duckdb.DuckDBPyConnection, tables: set[str]) -> dict:
     """The audited models' rows (kind 'audit'); memorization and top samples exist only for
     audits with a reference model."""
     audit = {
-        "audits": con.sql("""SELECT target, model_type, loader, params, reference_dir,
+        "audits": con.sql("""SELECT target, scheme, stored_bits_per_param, model_type,
+                                    loader, params, reference_dir,
                                     members, nonmembers, duplicates, member_loss,
                                     nonmember_loss, reference_nonmember_loss, run_id
                              FROM audits ORDER BY target""").pl(),
