@@ -49,7 +49,7 @@ wildcard_constraints:
     split="train|heldout",
     arch=r"L\d+-d\d+",
     precision="bf16|fp32",
-    scheme=r"bf16|int[2-8](-g\d+)?",
+    scheme=r"bf16|(gptq-)?int[2-8](-g\d+)?",
 
 
 def cell_of(wc):

@@ -1,5 +1,5 @@
 # Quantization: every trained run's weights under each scheme of `quantize.schemes`
-# (memcap.quantize: bf16, int{b}, int{b}-g{G}), then scored and evaluated by the grid's own
+# (memcap.quantize: bf16, int{b}, int{b}-g{G}, gptq-...), then scored and evaluated by the grid's own
 # stage functions, against the same references; one job per (cell, scheme), so adding a
 # scheme runs only its jobs.
 
@@ -18,6 +18,9 @@ rule quantize:
     params:
         cell=lambda wc: shlex.quote(cell_of(wc).quantized(wc.scheme).to_json()),
         settings=shlex.quote(json.dumps(config["evaluate"], sort_keys=True)),
+        # GPTQ schemes only: a round-to-nearest job does not rerun when it changes
+        calibration=lambda wc: (config["quantize"]["calibration_samples"]
+                                if wc.scheme.startswith("gptq") else 0),
     conda:
         ENV
     log:
@@ -30,4 +33,5 @@ rule quantize:
         mem_mb=model_mem_mb("evaluate"),
     shell:
         "python -m memcap quantize --cell {params.cell} --settings {params.settings}"
+        " --calibration-samples {params.calibration}"
         f" {RUNTIME_ARGS} > {{log}} 2>&1"

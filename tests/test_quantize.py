@@ -16,6 +16,7 @@ from memcap.quantize import (
     QuantizedMatrix,
     Scheme,
     SchemeError,
+    gptq_matrix,
     quantize_cell,
     quantize_matrix,
     quantize_state,
@@ -61,6 +62,19 @@ def test_dequantized_weights_lie_within_half_a_step(name, axis):
     assert bool(((w - deq).abs() <= bound).all())
     # memcap's dequantization is torchao's, to the bit
     assert torch.equal(torchao_dequantize(m), deq)
+
+
+@pytest.mark.parametrize("name", ["int8", "int4-g8", "int2"])
+def test_a_row_of_tiny_weights_keeps_the_bound(name):
+    """A row whose range is below 255 fp16 subnormals: its step is held at fp16's smallest
+    normal number, so the grid still covers the row (a subnormal step would not)."""
+    scheme = Scheme.parse(name)
+    w = torch.linspace(0.0017, 0.0038, 64).reshape(4, 16)
+    w[0] = torch.linspace(-0.3, 0.4, 16)  # one ordinary row beside
+    m = quantize_matrix(w, 1, scheme, "tiny rows")
+    step = m.scale.float().repeat_interleave(scheme.group or 16, 1)
+    assert float(m.scale.float().min()) >= torch.finfo(torch.float16).tiny
+    assert bool(((w - m.dequantize()).abs() <= step * (0.5 + 2 ** scheme.bits * 2 ** -11)).all())
 
 
 def test_stored_bits_are_counted_exactly():
@@ -185,3 +199,62 @@ def test_config_names_bad_schemes_before_any_job():
     with pytest.raises(ConfigError, match=r"'audit.quantize\[0\]': unknown"):
         validate_config(cfg)
     assert validate_config(base)["quantize"]["schemes"] == ["int8", "int4"]
+
+
+def test_gptq_fits_the_layer_outputs_better_than_rounding():
+    """GPTQ's objective: the error of the layer's outputs on its calibration inputs, below
+    round to nearest's on the same grid for every bit width, per channel and in groups."""
+    g = torch.Generator().manual_seed(0)
+    # correlated inputs, as activations are: rounding errors can be compensated
+    x = torch.randn(512, 32, generator=g) @ (torch.eye(32) + 0.5 * torch.randn(32, 32,
+                                                                               generator=g))
+    w = torch.randn(32, 48, generator=g) * 0.1  # (din, dout): inputs along axis 0
+    for name in ("int4", "int3-g8", "int2"):
+        rtn = quantize_matrix(w, 0, Scheme.parse(name), "w").dequantize()
+        gptq_m = gptq_matrix(w, 0, Scheme.parse(f"gptq-{name}"), x, "w")
+        gptq = gptq_m.dequantize()
+        assert torch.equal(torchao_dequantize(gptq_m), gptq)
+        err_rtn = float((x @ (w - rtn)).pow(2).mean())
+        err_gptq = float((x @ (w - gptq)).pow(2).mean())
+        assert err_gptq < 0.8 * err_rtn, (name, err_gptq, err_rtn)
+
+
+def test_gptq_on_a_trained_cell_keeps_more_than_rounding(tmp_path, quiet):
+    """On a trained synthetic cell, calibrated on fresh sequences of the seed's calibration
+    stream: GPTQ at 3 bits keeps at least as many memorized bits as rounding does; the
+    calibration stream is neither the training nor the held-out data."""
+    from memcap.data import uniform_tokens
+    spec = small_spec(n=16, steps=300, lr=0.03)
+    seeds = [0]
+    train, held = write_data(tmp_path / "data", spec, seeds)
+    cell = make_cell(tmp_path, spec, seeds, train, held)
+    train_cell(cell, CPU, echo=quiet)
+    calib = uniform_tokens(0, "calibration", 0, 16, spec.seq_len, spec.vocab_size)
+    for split in ("train", "heldout"):
+        other = uniform_tokens(0, split, 0, 16, spec.seq_len, spec.vocab_size)
+        assert not (calib == other).all(1).any()
+    kept = {}
+    for name in ("int3", "gptq-int3"):
+        qcell = dataclasses.replace(cell.quantized(name),
+                                    run_dirs=[tmp_path / f"{name}-{s}" for s in seeds])
+        records = quantize_cell(qcell, CPU, evaluate=evaluate_settings(mia_samples=16),
+                                calibration_samples=64)
+        assert records[0]["method"] == ("gptq" if name.startswith("gptq") else "round")
+        kept[name] = read_json(f"{qcell.run_dirs[0]}/score.json")["mem_bits"]
+    assert kept["gptq-int3"] >= kept["int3"], kept
+
+
+def test_gptq_is_refused_where_it_has_no_calibration_data():
+    base = load_config("config.yaml")  # text enabled
+    cfg = copy.deepcopy(base)
+    cfg["quantize"] = {"schemes": ["gptq-int4"]}
+    with pytest.raises(ConfigError, match=r"'quantize.schemes\[0\]'.*cannot quantize text"):
+        validate_config(cfg)
+    cfg = copy.deepcopy(base)
+    cfg["audit"] = {"enabled": False, "quantize": ["gptq-int4"]}
+    with pytest.raises(ConfigError, match=r"'audit.quantize\[0\]'.*cannot quantize audit"):
+        validate_config(cfg)
+    cfg = copy.deepcopy(base)
+    cfg["text"]["enabled"] = False
+    cfg["quantize"] = {"schemes": ["gptq-int4", "gptq-int3-g8"]}
+    assert validate_config(cfg)["quantize"]["calibration_samples"] == 256

@@ -114,9 +114,12 @@ def _check_schemes(cfg: dict) -> None:
         for i, name in enumerate(names):
             try:
                 scheme = Scheme.parse(name)
-                if key == "quantize.schemes":
+                if key == "audit.quantize":
+                    scheme.check_kind("audit")
+                else:
                     for kind in KINDS:
                         if cfg[kind]["enabled"]:
+                            scheme.check_kind(kind)
                             for a in architectures(cfg, kind):
                                 # every weight matrix takes d_model or 4·d_model inputs
                                 scheme.check_width(a["d_model"], f"{kind} architecture "

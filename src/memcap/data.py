@@ -17,7 +17,9 @@ from pyarrow.parquet import ParquetWriter
 from memcap.io import atomic_path
 from memcap.tokens import HELDOUT_ID_OFFSET, tokens_frame
 
-_STREAMS = {"train": 0x5452_4149_4E00, "heldout": 0x4845_4C44_4F55}
+# calibration: fresh sequences for GPTQ (memcap.quantize), never trained on or scored
+_STREAMS = {"train": 0x5452_4149_4E00, "heldout": 0x4845_4C44_4F55,
+            "calibration": 0x4341_4C49_4252}
 _MAX_SEQ_LEN = 1 << 20
 _U64 = np.uint64
 

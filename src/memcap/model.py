@@ -65,18 +65,28 @@ class Block(nn.Module):
         self.fc_proj_w = nn.Parameter(torch.empty(M, 4 * d, d))
         self.fc_proj_b = nn.Parameter(torch.zeros(M, d))
 
-    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, batch: int,
+                capture: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (M, B·S, d) -> the block's output. With `capture`, each weight matrix's input
+        (M, B·S, din) is stored in it under the matrix's name (GPTQ's calibration)."""
         M, T, d = x.shape  # T = B·S
         S, H = T // batch, self.n_head
-        qkv = _linear(_layer_norm(x, self.ln1_w, self.ln1_b), self.attn_w, self.attn_b)
+
+        def seen(name: str, value: torch.Tensor) -> torch.Tensor:
+            if capture is not None:
+                capture[name] = value.detach()
+            return value
+
+        qkv = _linear(seen("attn_w", _layer_norm(x, self.ln1_w, self.ln1_b)), self.attn_w,
+                      self.attn_b)
         # (M, B·S, 3d) -> 3 × (M·B, H, S, d/H)
         q, k, v = qkv.view(M * batch, S, 3, H, d // H).permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(M, T, d)
-        x = x + _linear(y, self.attn_proj_w, self.attn_proj_b)
-        h = F.gelu(_linear(_layer_norm(x, self.ln2_w, self.ln2_b), self.fc_w, self.fc_b),
-                   approximate="tanh")
-        return x + _linear(h, self.fc_proj_w, self.fc_proj_b)
+        x = x + _linear(seen("attn_proj_w", y), self.attn_proj_w, self.attn_proj_b)
+        h = F.gelu(_linear(seen("fc_w", _layer_norm(x, self.ln2_w, self.ln2_b)), self.fc_w,
+                           self.fc_b), approximate="tanh")
+        return x + _linear(seen("fc_proj_w", h), self.fc_proj_w, self.fc_proj_b)
 
 
 class PackedGPT(nn.Module):
@@ -111,17 +121,26 @@ class PackedGPT(nn.Module):
                         s = proj_std if name.endswith("proj_w") else std
                         p[m].copy_(torch.randn(p.shape[1:], generator=g) * s)
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (M, B, S) -> the final layer-normed states (M, B, S, d)."""
+    def hidden(self, idx: torch.Tensor,
+               capture: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """idx (M, B, S) -> the final layer-normed states (M, B, S, d). With `capture`, every
+        weight matrix's input (M, B·S, din), by its state name ("blocks.0.fc_w", ...; the
+        tied output projection's as "wte")."""
         M, B, S = idx.shape
         V, d = self.vocab_size, self.d_model
         # offset each model's token ids into its own slice of the flattened (M·V, d) table
         offsets = torch.arange(M, device=idx.device).view(M, 1, 1) * V
         x = F.embedding(idx + offsets, self.wte.reshape(M * V, d))  # (M, B, S, d)
         x = (x + self.wpe[:, :S].unsqueeze(1)).reshape(M, B * S, d)
-        for block in self.blocks:
-            x = block(x, B)
-        return _layer_norm(x, self.lnf_w, self.lnf_b).view(M, B, S, d)
+        for i, block in enumerate(self.blocks):
+            seen = None if capture is None else {}
+            x = block(x, B, seen)
+            if capture is not None:
+                capture.update({f"blocks.{i}.{k}": v for k, v in seen.items()})
+        h = _layer_norm(x, self.lnf_w, self.lnf_b)
+        if capture is not None:
+            capture["wte"] = h.detach()
+        return h.view(M, B, S, d)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """States (M, B, S, d) -> logits (M, B, S, V) through the tied embedding."""

@@ -14,7 +14,8 @@ The integers, scales and zero points come from torchao's affine quantization pri
 memcap dequantizes them itself, w ≈ (q − z)·s, and the quantize stage records the largest
 difference from torchao's own dequantization. A weight lies within half a step of its
 dequantized value, where the step is the group's scale before its fp16 rounding (the
-rounding moves the grid by at most 2^b·2^-11 steps at its far end).
+rounding moves the grid by at most 2^b·2^-11 steps at its far end; a step is never below
+fp16's smallest normal number, 2^-14, so it keeps 11 bits of precision).
 
 Stored bits are counted exactly: b per integer, 16 + b per group (scale and zero point),
 16 per bf16 value and 32 per fp32 value left as it was. The integers are written one per
@@ -33,7 +34,8 @@ from safetensors.torch import save_file
 
 from memcap.schemes import Scheme, SchemeError
 
-__all__ = ["QuantizedMatrix", "Scheme", "SchemeError", "quantize_cell", "quantize_matrix",
+__all__ = ["QuantizedMatrix", "Scheme", "SchemeError", "calibration_inputs", "gptq_matrix",
+           "quantize_cell", "quantize_matrix",
            "quantize_module", "quantize_state", "read_state", "save_quantized",
            "torchao_dequantize", "torchao_qparams"]
 
@@ -80,9 +82,12 @@ def torchao_qparams(rows: torch.Tensor, bits: int, group: int
     )
 
     block, qmax = (1, group), 2 ** bits - 1
+    # eps: no scale below fp16's smallest normal number; a subnormal scale (a row of tiny
+    # weights) keeps too few bits of precision for the grid to cover the row
     scale, zero = choose_qparams_affine(rows, MappingType.ASYMMETRIC, block, torch.uint8,
-                                        quant_min=0, quant_max=qmax, scale_dtype=torch.float16,
-                                        zero_point_dtype=torch.int32)
+                                        quant_min=0, quant_max=qmax,
+                                        eps=torch.finfo(torch.float16).tiny,
+                                        scale_dtype=torch.float16, zero_point_dtype=torch.int32)
     q = quantize_affine(rows, block, scale, zero, torch.uint8, quant_min=0, quant_max=qmax)
     shape = (rows.shape[0], rows.shape[1] // group)
     return q, scale.reshape(shape), zero.reshape(shape).to(torch.uint8)
@@ -107,13 +112,58 @@ def quantize_matrix(w: torch.Tensor, axis: int, scheme: Scheme, what: str) -> Qu
     return QuantizedMatrix(q, scale, zero, axis)
 
 
+GPTQ_DAMPING = 0.01  # of the mean diagonal of H, added to its diagonal (the GPTQ paper's)
+
+
+def gptq_matrix(w: torch.Tensor, axis: int, scheme: Scheme, inputs: torch.Tensor,
+                what: str) -> QuantizedMatrix:
+    """GPTQ (Frantar et al. 2023) of one weight matrix on its calibration inputs (T, din):
+    the inputs' columns are quantized one at a time on the scheme's grid, each one's rounding
+    error spread over the columns not yet quantized through the inverse Hessian
+    H = 2·XᵀX/T (+1 % damping), minimising the error of the layer's outputs on X rather than
+    of the weights. Scales and zero points are torchao's, of the row (per channel: before
+    any update) or of each group when the group's first column comes up (as GPTQ does)."""
+    rows = _rows(w, axis).double()
+    scheme.check_width(rows.shape[1], what)
+    cols = rows.shape[1]
+    group, qmax = scheme.group or cols, 2 ** scheme.bits - 1
+    x = inputs.reshape(-1, cols).double()
+    if x.shape[0] == 0:
+        raise SchemeError(f"{what}: GPTQ needs calibration inputs")
+    h = x.T @ x * (2 / x.shape[0])
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    rows[:, dead] = 0
+    h += GPTQ_DAMPING * torch.diag(h).mean() * torch.eye(cols, dtype=h.dtype)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    q = torch.empty(rows.shape, dtype=torch.uint8)
+    scales, zeros = [], []
+    for i in range(cols):
+        if i % group == 0:
+            _, s, z = torchao_qparams(rows[:, i:i + group].float(), scheme.bits, group)
+            scales.append(s)
+            zeros.append(z)
+            s64, z64 = s.double()[:, 0], z.double()[:, 0]
+        col = rows[:, i]
+        qi = torch.clamp(torch.round(col / s64) + z64, 0, qmax)
+        err = (col - (qi - z64) * s64) / hinv[i, i]
+        rows[:, i + 1:] -= err[:, None] * hinv[i, i + 1:][None, :]
+        q[:, i] = qi.to(torch.uint8)
+    return QuantizedMatrix(q, torch.cat(scales, 1), torch.cat(zeros, 1), axis)
+
+
 def quantize_state(state: dict[str, torch.Tensor], axes: dict[str, int], scheme: Scheme,
-                   what: str = "the model") -> tuple[dict[str, torch.Tensor], dict]:
+                   what: str = "the model", inputs: dict[str, torch.Tensor] | None = None
+                   ) -> tuple[dict[str, torch.Tensor], dict]:
     """One model's weights under `scheme`: the dequantized state (what the model computes
     with) and a record (stored bits, parameters, the largest weight error in steps, the
     largest difference from torchao's dequantization). `axes` names the matrices to quantize
     and the axis of each that holds its inputs; every other tensor keeps its fp32 value
-    (bf16: every tensor is rounded)."""
+    (bf16: every tensor is rounded). GPTQ schemes need `inputs`, each matrix's calibration
+    inputs (T, din); a matrix without any (the position embedding: a lookup, no inputs) is
+    rounded to nearest."""
+    if scheme.method == "gptq" and inputs is None:
+        raise SchemeError(f"quantization scheme {scheme.name} needs calibration inputs")
     out, stored, max_step_error, max_torchao_diff = {}, 0, 0.0, 0.0
     matrices = {}
     for name, w in state.items():
@@ -121,7 +171,9 @@ def quantize_state(state: dict[str, torch.Tensor], axes: dict[str, int], scheme:
             out[name] = w.to(torch.bfloat16).float()
             stored += 16 * w.numel()
         elif name in axes:
-            m = quantize_matrix(w, axes[name], scheme, f"{name} of {what}")
+            m = (gptq_matrix(w, axes[name], scheme, inputs[name], f"{name} of {what}")
+                 if scheme.method == "gptq" and name in inputs
+                 else quantize_matrix(w, axes[name], scheme, f"{name} of {what}"))
             matrices[name] = m
             out[name] = m.dequantize()
             stored += m.stored_bits(scheme.bits)
@@ -134,7 +186,8 @@ def quantize_state(state: dict[str, torch.Tensor], axes: dict[str, int], scheme:
             out[name] = w.float()
             stored += 32 * w.numel()
     params = sum(w.numel() for w in state.values())
-    record = {"scheme": scheme.name, "bits": scheme.bits, "group": scheme.group,
+    record = {"scheme": scheme.name, "method": "float" if scheme.float else scheme.method,
+              "bits": scheme.bits, "group": scheme.group,
               "params": params, "quantized_params": sum(state[k].numel() for k in matrices),
               "stored_bits": stored, "stored_bits_per_param": stored / params,
               "max_error_steps": max_step_error, "torchao_max_abs_diff": max_torchao_diff}
@@ -156,10 +209,11 @@ def _stored_tensors(state: dict[str, torch.Tensor], matrices: dict[str, Quantize
 
 
 def save_quantized(state: dict[str, torch.Tensor], axes: dict[str, int], scheme: Scheme,
-                   path: Path, what: str = "the model") -> dict:
+                   path: Path, what: str = "the model",
+                   inputs: dict[str, torch.Tensor] | None = None) -> dict:
     """Quantize one model's fp32 state and write it as stored (integers, scales, zero points,
     the tensors left as they were) to a safetensors file; returns the record."""
-    _, stored = quantize_state(state, axes, scheme, what)
+    _, stored = quantize_state(state, axes, scheme, what, inputs)
     layout = {"scheme": scheme.name,
               "axes": {} if scheme.float else {k: axes[k] for k in axes if k in state}}
     save_file(stored["tensors"], str(path), metadata={METADATA_KEY: json.dumps(layout)})
@@ -191,6 +245,7 @@ def quantize_module(model: torch.nn.Module, scheme: Scheme, what: str) -> dict:
     weight once. Raises SchemeError when the model has no such matrix."""
     from memcap.model import PackedGPT, input_axes
 
+    scheme.check_kind("audit")
     params = dict(model.named_parameters())  # tied weights appear once
     if isinstance(model, PackedGPT):
         if model.n_models != 1:
@@ -221,12 +276,35 @@ def quantize_module(model: torch.nn.Module, scheme: Scheme, what: str) -> dict:
     return stored["record"]
 
 
-def quantize_cell(cell, runtime, *, evaluate: dict) -> list[dict]:
+@torch.no_grad()
+def calibration_inputs(cell, calibration_samples: int) -> list[dict[str, torch.Tensor]]:
+    """Per seed of a synthetic cell, each weight matrix's inputs (T, din) on the trained model
+    over `calibration_samples` fresh sequences of the seed's calibration stream
+    (memcap.data: never trained on, never scored)."""
+    from memcap.data import uniform_tokens
+    from memcap.model import load_packed
+
+    spec = cell.spec
+    Scheme.parse(cell.scheme).check_kind(cell.kind)
+    model = load_packed(spec, [Path(d) / "model.safetensors" for d in cell.trained_dirs],
+                        torch.device("cpu"))
+    tokens = torch.stack([torch.from_numpy(uniform_tokens(seed, "calibration", 0,
+                                                          calibration_samples, spec.seq_len,
+                                                          spec.vocab_size))
+                          for seed in cell.seeds])
+    capture: dict[str, torch.Tensor] = {}
+    model.eval()
+    model.hidden(tokens, capture)
+    return [{k: v[m] for k, v in capture.items()} for m in range(len(cell.seeds))]
+
+
+def quantize_cell(cell, runtime, *, evaluate: dict, calibration_samples: int = 0) -> list[dict]:
     """The quantize stage: each trained run of a quantized cell (memcap.cell.Cell.quantized)
     quantized by the cell's scheme and written to its own run folder (model.safetensors as
     stored, quant.json with the run's identity, its trained run and its stored bits), then
     scored and evaluated by the grid's own stage functions (the config's `evaluate:`
-    settings). Returns the quant.json records."""
+    settings). GPTQ schemes calibrate on `calibration_samples` fresh sequences per run.
+    Returns the quant.json records."""
     from memcap.evaluate import evaluate_cell
     from memcap.io import write_json
     from memcap.model import input_axes
@@ -235,15 +313,20 @@ def quantize_cell(cell, runtime, *, evaluate: dict) -> list[dict]:
     if cell.scheme is None:
         raise ValueError(f"{cell.label}: the quantize stage needs a quantized cell (a scheme)")
     scheme = Scheme.parse(cell.scheme)
-    records = []
-    for seed, trained, out in zip(cell.seeds, cell.trained_dirs, cell.run_dirs, strict=True):
-        source = Path(trained) / "model.safetensors"
+    for source in (Path(d) / "model.safetensors" for d in cell.trained_dirs):
         if not source.exists():
             raise FileNotFoundError(f"model weights {source} do not exist")
-        state = read_state(source)
+    inputs = (calibration_inputs(cell, calibration_samples) if scheme.method == "gptq"
+              else [None] * len(cell.seeds))
+    records = []
+    for m, (seed, trained, out) in enumerate(zip(cell.seeds, cell.trained_dirs, cell.run_dirs,
+                                                 strict=True)):
+        state = read_state(Path(trained) / "model.safetensors")
         Path(out).mkdir(parents=True, exist_ok=True)
         record = save_quantized(state, input_axes(state), scheme, Path(out) / "model.safetensors",
-                                what=f"architecture {cell.arch}")
+                                what=f"architecture {cell.arch}", inputs=inputs[m])
+        if scheme.method == "gptq":
+            record["calibration_samples"] = calibration_samples
         trained_id = cell.run_ids[cell.seeds.index(seed)].rsplit("+", 1)[0]
         record = {**cell.identity(seed), "trained_run_id": trained_id, **record}
         write_json(Path(out) / "quant.json", record)
