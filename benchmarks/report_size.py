@@ -27,7 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from memcap.aggregate import build_database  # noqa: E402
+from memcap.aggregate import build_database, collect_quantized  # noqa: E402
 from memcap.config import arch_id, cells, run_id, validate_config  # noqa: E402
 from memcap.figures import write_figures  # noqa: E402
 from memcap.laws import fit_laws  # noqa: E402
@@ -77,7 +77,9 @@ def grid_tables(template: Path, config: dict, out: Path,
     collected = {"runs": pl.DataFrame(rows, schema=runs_t.schema),
                  **{k: pl.concat(v) for k, v in tables.items()},
                  "reference_models": pl.read_parquet(tdir / "reference_models.parquet").clear(),
-                 "text_datasets": pl.read_parquet(tdir / "text_datasets.parquet").clear()}
+                 "text_datasets": pl.read_parquet(tdir / "text_datasets.parquet").clear(),
+                 # the report's size is the grid's: no quantized runs
+                 **collect_quantized([])}
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for name in COLLECTED:
         collected[name].write_parquet(out / f"tables/{name}.parquet")
@@ -124,7 +126,9 @@ def main() -> None:
                                              np.random.default_rng(0))
         tables = out / "tables"
         fit_laws(tables / "runs.parquet", out / "collected.parquet", tables / "mia.parquet",
-                 {name: tables / f"{name}.parquet" for name in FITTED}, **config["laws"])
+                 {name: tables / f"{name}.parquet" for name in FITTED},
+                 quantized_runs=tables / "quantized_runs.parquet",
+                 quantized_mia=tables / "quantized_mia.parquet", **config["laws"])
         table_files = [tables / f"{name}.parquet" for name in COLLECTED + FITTED]
         build_database(out / "memcap.duckdb", table_files, score_files)
         figures = write_figures(tables, score_files, set_files, out / "figures")

@@ -19,8 +19,8 @@ from memcap.cell import Cell, Runtime, TrainSpec, spec_class
 
 PACKAGE = REPO / "src/memcap"
 # modules a rule runs as a stage (`memcap <stage>`); everything else is the library below them
-STAGES = {"data", "text", "train", "score", "evaluate", "reference", "aggregate", "laws",
-          "figures", "report", "verify", "predict"}
+STAGES = {"data", "text", "train", "score", "evaluate", "quantize", "reference", "aggregate",
+          "laws", "figures", "report", "verify", "predict"}
 ENTRY = {"cli", "__main__", "__init__"}
 
 

@@ -1,6 +1,6 @@
-"""Post-training quantization (memcap.quantize): schemes, error bounds, exact bit counts, a
-lossless scheme that scores as the original, and the stage through the real score and
-evaluate functions on a trained cell."""
+"""Post-training quantization (memcap.quantization, the quantize stage): schemes, error
+bounds, exact bit counts, a lossless scheme that scores as the original, and the stage
+followed by the real score and evaluate stages on a trained cell."""
 
 import copy
 import dataclasses
@@ -10,20 +10,22 @@ import torch
 
 from conftest import CPU, evaluate_settings, make_cell, small_spec, write_data
 from memcap.config import ConfigError, load_config, validate_config
+from memcap.evaluate import evaluate_cell
 from memcap.io import read_json
 from memcap.model import PackedGPT, input_axes, load_packed, save_model, sequence_nll_bits
-from memcap.quantize import (
+from memcap.quantization import (
     QuantizedMatrix,
     Scheme,
     SchemeError,
     gptq_matrix,
-    quantize_cell,
     quantize_matrix,
     quantize_state,
     read_state,
     save_quantized,
     torchao_dequantize,
 )
+from memcap.quantize import quantize_cell
+from memcap.score import score_cell
 from memcap.train import train_cell
 
 INT_SCHEMES = ["int8", "int4", "int4-g8", "int3-g8", "int2-g8", "int2"]
@@ -161,8 +163,6 @@ def test_the_stage_quantizes_scores_and_evaluates_a_trained_cell(tmp_path, quiet
     train, held = write_data(tmp_path / "data", spec, seeds)
     cell = make_cell(tmp_path, spec, seeds, train, held)
     train_cell(cell, CPU, echo=quiet)
-    from memcap.evaluate import evaluate_cell
-    from memcap.score import score_cell
     trained = score_cell(cell, CPU)
     evaluate_cell(cell, CPU, **evaluate_settings(mia_samples=16))
     kept = {}
@@ -170,7 +170,9 @@ def test_the_stage_quantizes_scores_and_evaluates_a_trained_cell(tmp_path, quiet
         qcell = cell.quantized(name)
         # the quantized runs' folders are their own (the path template), not the trained runs'
         qcell = dataclasses.replace(qcell, run_dirs=[tmp_path / f"{name}-{s}" for s in seeds])
-        records = quantize_cell(qcell, CPU, evaluate=evaluate_settings(mia_samples=16))
+        records = quantize_cell(qcell)
+        score_cell(qcell, CPU)  # the rule's next two stages, on the quantized cell
+        evaluate_cell(qcell, CPU, **evaluate_settings(mia_samples=16))
         assert [r["run_id"] for r in records] == [f"{r}+{name}" for r in cell.run_ids]
         assert [r["trained_run_id"] for r in records] == cell.run_ids
         scores = [read_json(f"{d}/score.json") for d in qcell.run_dirs]
@@ -223,7 +225,7 @@ def test_gptq_on_a_trained_cell_keeps_more_than_rounding(tmp_path, quiet):
     """On a trained synthetic cell, calibrated on fresh sequences of the seed's calibration
     stream: GPTQ at 3 bits keeps at least as many memorized bits as rounding does; the
     calibration stream is neither the training nor the held-out data."""
-    from memcap.data import uniform_tokens
+    from memcap.streams import uniform_tokens
     spec = small_spec(n=16, steps=300, lr=0.03)
     seeds = [0]
     train, held = write_data(tmp_path / "data", spec, seeds)
@@ -237,8 +239,8 @@ def test_gptq_on_a_trained_cell_keeps_more_than_rounding(tmp_path, quiet):
     for name in ("int3", "gptq-int3"):
         qcell = dataclasses.replace(cell.quantized(name),
                                     run_dirs=[tmp_path / f"{name}-{s}" for s in seeds])
-        records = quantize_cell(qcell, CPU, evaluate=evaluate_settings(mia_samples=16),
-                                calibration_samples=64)
+        records = quantize_cell(qcell, calibration_samples=64)
+        score_cell(qcell, CPU)
         assert records[0]["method"] == ("gptq" if name.startswith("gptq") else "round")
         kept[name] = read_json(f"{qcell.run_dirs[0]}/score.json")["mem_bits"]
     assert kept["gptq-int3"] >= kept["int3"], kept

@@ -222,7 +222,7 @@ class CausalLM:
     vocab_size: int
     device: torch.device
     model: torch.nn.Module
-    # the record of the quantization scheme its weights were put through (memcap.quantize),
+    # the record of the quantization scheme its weights were put through (memcap.quantization),
     # None for the weights as saved
     quantization: dict | None = None
 
@@ -289,7 +289,7 @@ def load_causal_lm(path: str | Path, key: str, seq_len: int, device: torch.devic
     """Load a checkpoint folder for scoring S-token samples on `device` in fp32. GPT-2 in
     memcap's layout loads onto PackedGPT unless native is False (then transformers scores it,
     as every other architecture). With a quantization scheme, its weights are quantized
-    (memcap.quantize.quantize_module) before it scores anything."""
+    (memcap.quantization.quantize_module) before it scores anything."""
     config = check_model_dir(path, key)
     max_len = config.get("n_positions") or config.get("max_position_embeddings")
     if max_len is not None and seq_len > max_len:
@@ -310,7 +310,7 @@ def load_causal_lm(path: str | Path, key: str, seq_len: int, device: torch.devic
     model.eval()
     record = None
     if scheme:
-        from memcap.quantize import Scheme, SchemeError, quantize_module
+        from memcap.quantization import Scheme, SchemeError, quantize_module
         try:
             record = quantize_module(model, Scheme.parse(scheme), f"{path} ({key})")
         except SchemeError as err:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from memcap.memory import MAX_LOGITS
-from memcap.quantize import read_state
+from memcap.quantization import read_state
 from memcap.shapes import param_count
 
 __all__ = ["MAX_LOGITS", "PackedGPT", "blocked_token_nll", "fused_block_rows",
@@ -367,7 +367,7 @@ def save_model(model: PackedGPT, m: int, path: Path) -> None:
 
 def input_axes(state: dict[str, torch.Tensor]) -> dict[str, int]:
     """The weight matrices of one model's state (save_model's layout) and the axis of each
-    that holds its inputs, along which quantization groups run (memcap.quantize): the
+    that holds its inputs, along which quantization groups run (memcap.quantization): the
     blocks' (din, dout) matrices take their inputs along axis 0; the embeddings' rows are
     read out over d (axis 1), and the tied output projection reduces over d too."""
     return {k: 1 if k in ("wte", "wpe") else 0 for k, v in state.items() if v.dim() == 2}
@@ -376,7 +376,7 @@ def input_axes(state: dict[str, torch.Tensor]) -> dict[str, int]:
 def load_packed(spec, model_paths: list[Path], device: torch.device) -> PackedGPT:
     """Stack single-model safetensors files into one packed model of `spec`'s shape (a
     memcap.cell.TrainSpec, or anything with vocab_size, seq_len, n_layer, d_model, head_dim).
-    A quantized model's file is dequantized (memcap.quantize.read_state)."""
+    A quantized model's file is dequantized (memcap.quantization.read_state)."""
     model = PackedGPT(len(model_paths), spec.vocab_size, spec.seq_len, spec.n_layer,
                       spec.d_model, n_heads(spec.d_model, spec.head_dim))
     states = []

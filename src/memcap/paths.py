@@ -13,7 +13,7 @@ DATA = (f"{RESULTS}/data/kind={{kind}}/vocab={{vocab}}/seq={{seq}}/seed={{seed}}
 CELL = "kind={kind}/vocab={vocab}/seq={seq}/arch={arch}/precision={precision}/n={n}"
 RUN = f"{RESULTS}/runs/{CELL}/seed={{seed}}"
 CHECKPOINT = f"{RESULTS}/checkpoints/{CELL}/state.pt"
-# a trained run with its weights quantized (memcap.quantize): its own model file, records,
+# a trained run with its weights quantized (memcap.quantization): its own model file, records,
 # scores and evaluation, laid out as a run's
 QUANTIZED = f"{RESULTS}/quantized/{CELL}/scheme={{scheme}}/seed={{seed}}"
 

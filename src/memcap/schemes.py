@@ -1,4 +1,4 @@
-"""Quantization schemes by name, torch-free (config checks import this; memcap.quantize
+"""Quantization schemes by name, torch-free (config checks import this; memcap.quantization
 applies them; docs/science.md#quantization)."""
 
 from __future__ import annotations
