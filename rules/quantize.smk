@@ -1,7 +1,8 @@
 # Quantization: every trained run's weights under each scheme of `quantize.schemes`
 # (memcap.quantization: bf16, int{b}, int{b}-g{G}, gptq-...), then the score and evaluate
-# stages on the quantized cell, against the same references; one job per (cell, scheme)
-# running the three stages in turn, so adding a scheme runs only its jobs.
+# stages on the quantized cell, against the same references: one job per (cell, scheme),
+# `memcap quantize` running the three stages in turn in one process (one start-up), so
+# adding a scheme runs only its jobs.
 
 
 rule quantize:
@@ -32,8 +33,5 @@ rule quantize:
         **MODEL_RESOURCES,
         mem_mb=model_mem_mb("evaluate"),
     shell:
-        "(python -m memcap quantize --cell {params.cell}"
-        " --calibration-samples {params.calibration}"
-        f" && python -m memcap score --cell {{params.cell}} {RUNTIME_ARGS}"
-        " && python -m memcap evaluate --cell {params.cell} --settings {params.settings}"
-        f" {RUNTIME_ARGS}) > {{log}} 2>&1"
+        "python -m memcap quantize --cell {params.cell} --settings {params.settings}"
+        f" --calibration-samples {{params.calibration}} {RUNTIME_ARGS} > {{log}} 2>&1"

@@ -195,16 +195,22 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                           for e in r["extraction"]))
 
 
-@command("quantize", "quantize the weights of all seeds of one cell by one scheme", CELL,
+@command("quantize", "quantize the weights of all seeds of one cell by one scheme, then score "
+         "and evaluate them (the score and evaluate stages, in one process)", CELL,
+         arg("--settings", type=_json, required=True, help="the config's evaluate: section "
+             "as JSON"),
          arg("--calibration-samples", type=int, default=0,
-             help="GPTQ schemes: fresh sequences per run to calibrate on"))
+             help="GPTQ schemes: fresh sequences per run to calibrate on"), *runtime_args())
 def cmd_quantize(a: argparse.Namespace) -> None:
     from memcap.quantize import quantize_cell
 
-    for r in quantize_cell(_cell(a), a.calibration_samples):
+    cell = _cell(a)
+    for r in quantize_cell(cell, a.calibration_samples):
         print(f"{r['run_id']}: {r['stored_bits']:,} stored bits ({r['stored_bits_per_param']:.2f} "
               f"per parameter), largest error {r['max_error_steps']:.3f} steps, "
               f"torchao difference {r['torchao_max_abs_diff']:.2e}")
+    cmd_score(a)
+    cmd_evaluate(a)
 
 
 # ------------------------------------------------------------------------- audit
