@@ -25,6 +25,7 @@ byte (uint8) for simplicity; packed b-bit storage holds the same bits.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +71,18 @@ def _rows(w: torch.Tensor, axis: int) -> torch.Tensor:
     return (w if axis == 1 else w.t()).float().contiguous()
 
 
+def _quiet_torchao() -> None:
+    """torchao's import logs a warning per CUDA kernel library it cannot load (every one, on
+    a CPU) and torch one about torchao's enum registration: noise in every job log."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def torchao_qparams(rows: torch.Tensor, bits: int, group: int
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """torchao's asymmetric round-to-nearest of a (rows, inputs) matrix in groups of `group`
     inputs: (integers, fp16 scales, zero points)."""
+    _quiet_torchao()
     from torchao.quantization.quant_primitives import (
         MappingType,
         choose_qparams_affine,
@@ -94,6 +103,7 @@ def torchao_qparams(rows: torch.Tensor, bits: int, group: int
 
 def torchao_dequantize(m: QuantizedMatrix) -> torch.Tensor:
     """torchao's dequantization of a stored matrix (the check on memcap's own)."""
+    _quiet_torchao()
     from torchao.quantization.quant_primitives import dequantize_affine
 
     group = m.q.shape[1] // m.scale.shape[1]
