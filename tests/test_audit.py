@@ -130,9 +130,9 @@ def test_quantized_targets_are_audited_beside_the_originals(built, tmp_path, mon
 
 
 def test_memcaps_gpt2_codes_as_transformers_does(built, tmp_path):
-    write_samples({"gpt2": str(built["gpt2-finetuned"])}, None, built["members"],
+    write_samples({"gpt2": str(built["gpt2-finetuned"])}, [], built["members"],
                   built["nonmembers"], example.SEQ_LEN, "first", tmp_path)
-    _, tokens = read_tokens(tmp_path / "members.parquet")
+    _, tokens = read_tokens(tmp_path / "group=gpt2/members.parquet")
     cpu = torch.device("cpu")
     ours = load_causal_lm(built["gpt2-finetuned"], "t", example.SEQ_LEN, cpu)
     theirs = load_causal_lm(built["gpt2-finetuned"], "t", example.SEQ_LEN, cpu, native=False)
@@ -151,24 +151,29 @@ def test_no_reference_leaves_memorization_out(built, tmp_path):
     # no reference: no reference-calibrated attack and no memorization; the attacks that need
     # none (zlib's calibration is the text itself) remain
     assert [m["attack"] for m in record["mia"]] == ["loss", "zlib", "min_k"]
-    assert "mem_bits" not in record
+    assert record["mem_bits"] is None and record["excess_bits"] is None
     assert "No reference model was given" in (tmp_path / "results/report.html").read_text()
 
 
-def test_a_tokenizer_mismatch_stops_the_workflow_before_scoring(built, tmp_path):
-    other = tmp_path / "other-tokenizer"
-    shutil.copytree(built["reference"], other)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        (other / f).unlink()
+def other_tokenizer_model(built, tmp_path, family: str = "llama", seed: int = 7):
+    """A random-init model of `family` saved with a byte-level BPE of the same size trained on
+    other text: its merges, and so its ids, differ from the example's tokenizer."""
+    folder = tmp_path / f"other-{family}"
+    example.model(family, seed).save_pretrained(folder)
     example.tokenizer([f"Another text {i}, another tokenizer: its merges differ." * 9
-                       for i in range(400)], tmp_path / "bpe").save_pretrained(other)
+                       for i in range(400)], tmp_path / f"bpe-{family}").save_pretrained(folder)
+    return folder
+
+
+def test_a_reference_that_tokenizes_as_no_target_stops_before_scoring(built, tmp_path):
+    other = other_tokenizer_model(built, tmp_path)
     config = audit_config(built, ["gpt2-finetuned"])
     config["audit"]["reference"] = str(other)
     out = run_audit(tmp_path / "wf", config)
     assert out.returncode != 0
     log = (tmp_path / "wf/results/logs/audit/samples.log").read_text()
-    assert "tokenizer mismatch" in log and str(other) in log
-    assert str(built["gpt2-finetuned"]) in log
+    assert "audit.reference" in log and str(other) in log
+    assert "tokenizes the documents differently from every target" in log
     assert not (tmp_path / "wf/results/audit/models").exists()  # nothing was scored
 
 
@@ -181,9 +186,9 @@ def folder_without(built, tmp_path, name: str, damage) -> str:
 
 def test_bad_input_stops_with_the_file_and_what_was_expected(built, tmp_path):
     def samples(targets, members=built["members"], nonmembers=built["nonmembers"],
-                reference=None):
-        return write_samples(targets, reference, members, nonmembers, example.SEQ_LEN, "first",
-                             tmp_path / "out")
+                references=()):
+        return write_samples(targets, list(references), members, nonmembers, example.SEQ_LEN,
+                             "first", tmp_path / "out")
 
     with pytest.raises(ModelDirError, match=r"audit.targets.x.*no/such/folder does not exist"
                                             r".*save_pretrained"):
