@@ -17,6 +17,8 @@ rule collect:
         top=lambda wc: [f"{d}/top_samples.parquet" for d in all_run_dirs()],
         # the plateau estimate of each run is fitted to its training log
         logs=lambda wc: [f"{d}/train_log.parquet" for d in all_run_dirs()],
+        # the false-positive floor and the reference's quality come from the samples
+        samples=lambda wc: [f"{d}/scores.parquet" for d in all_run_dirs()],
         quantized=lambda wc: [f"{d}/{name}" for d in all_quantized_dirs()
                               for name in ("quant.json", "score.json", "evaluation.json")],
         references=text_records()["references"],

@@ -150,15 +150,16 @@ def text_records():
 AUDITED = [f"{t}{suffix}" for t in AUDIT_CFG.get("targets", {})
            for suffix in ["", *(f"+{s}" for s in AUDIT_CFG["quantize"])]
            ] if AUDIT_CFG["enabled"] else []
-# without a reference model, memorization and the top samples are left out
-AUDIT_TABLE_NAMES = [t for t in AUDIT_TABLES if "reference" in AUDIT_CFG
-                     or t not in ("memorization", "top_samples")]
+# the reference models: audit.reference, or one per tokenizer group (audit.references)
+AUDIT_REFERENCES = ([AUDIT_CFG["reference"]] if "reference" in AUDIT_CFG
+                    else AUDIT_CFG.get("references", []))
 
 
 def audit_files():
-    """Every audited target's table files (appended to the database) and score file."""
+    """Every audited target's table files (appended to the database) and score file; a
+    target without a reference writes its memorization and top samples tables empty."""
     return {"tables": [f"{AUDIT_TARGET.format(target=t)}/tables/{name}.parquet"
-                       for t in AUDITED for name in AUDIT_TABLE_NAMES],
+                       for t in AUDITED for name in AUDIT_TABLES],
             "samples": [f"{AUDIT_TARGET.format(target=t)}/scores.parquet" for t in AUDITED]}
 
 
@@ -172,9 +173,11 @@ def existing_files(path):
 
 
 def audit_model(wc):
-    """(folder, config key, quantization scheme or '') of an audit model wildcard: reference
-    or target=<name>[+<scheme>]."""
-    if wc.model == "reference":
-        return AUDIT_CFG["reference"], "audit.reference", ""
+    """(folder, config key, quantization scheme or '') of an audit model wildcard:
+    reference=<index in AUDIT_REFERENCES> or target=<name>[+<scheme>]."""
+    if wc.model.startswith("reference="):
+        index = int(wc.model.removeprefix("reference="))
+        key = "audit.reference" if "reference" in AUDIT_CFG else f"audit.references[{index}]"
+        return AUDIT_REFERENCES[index], key, ""
     name, _, scheme = wc.model.removeprefix("target=").partition("+")
     return AUDIT_CFG["targets"][name], f"audit.targets.{name}", scheme

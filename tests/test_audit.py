@@ -13,6 +13,7 @@ import sys
 
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 import torch
 import yaml
@@ -130,9 +131,9 @@ def test_quantized_targets_are_audited_beside_the_originals(built, tmp_path, mon
 
 
 def test_memcaps_gpt2_codes_as_transformers_does(built, tmp_path):
-    write_samples({"gpt2": str(built["gpt2-finetuned"])}, None, built["members"],
+    write_samples({"gpt2": str(built["gpt2-finetuned"])}, [], built["members"],
                   built["nonmembers"], example.SEQ_LEN, "first", tmp_path)
-    _, tokens = read_tokens(tmp_path / "members.parquet")
+    _, tokens = read_tokens(tmp_path / "group=gpt2/members.parquet")
     cpu = torch.device("cpu")
     ours = load_causal_lm(built["gpt2-finetuned"], "t", example.SEQ_LEN, cpu)
     theirs = load_causal_lm(built["gpt2-finetuned"], "t", example.SEQ_LEN, cpu, native=False)
@@ -151,24 +152,29 @@ def test_no_reference_leaves_memorization_out(built, tmp_path):
     # no reference: no reference-calibrated attack and no memorization; the attacks that need
     # none (zlib's calibration is the text itself) remain
     assert [m["attack"] for m in record["mia"]] == ["loss", "zlib", "min_k"]
-    assert "mem_bits" not in record
+    assert record["mem_bits"] is None and record["excess_bits"] is None
     assert "No reference model was given" in (tmp_path / "results/report.html").read_text()
 
 
-def test_a_tokenizer_mismatch_stops_the_workflow_before_scoring(built, tmp_path):
-    other = tmp_path / "other-tokenizer"
-    shutil.copytree(built["reference"], other)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        (other / f).unlink()
+def other_tokenizer_model(built, tmp_path, family: str = "llama", seed: int = 7):
+    """A random-init model of `family` saved with a byte-level BPE of the same size trained on
+    other text: its merges, and so its ids, differ from the example's tokenizer."""
+    folder = tmp_path / f"other-{family}"
+    example.model(family, seed).save_pretrained(folder)
     example.tokenizer([f"Another text {i}, another tokenizer: its merges differ." * 9
-                       for i in range(400)], tmp_path / "bpe").save_pretrained(other)
+                       for i in range(400)], tmp_path / f"bpe-{family}").save_pretrained(folder)
+    return folder
+
+
+def test_a_reference_that_tokenizes_as_no_target_stops_before_scoring(built, tmp_path):
+    other = other_tokenizer_model(built, tmp_path)
     config = audit_config(built, ["gpt2-finetuned"])
     config["audit"]["reference"] = str(other)
     out = run_audit(tmp_path / "wf", config)
     assert out.returncode != 0
     log = (tmp_path / "wf/results/logs/audit/samples.log").read_text()
-    assert "tokenizer mismatch" in log and str(other) in log
-    assert str(built["gpt2-finetuned"]) in log
+    assert "audit.reference" in log and str(other) in log
+    assert "tokenizes the documents differently from every target" in log
     assert not (tmp_path / "wf/results/audit/models").exists()  # nothing was scored
 
 
@@ -181,9 +187,9 @@ def folder_without(built, tmp_path, name: str, damage) -> str:
 
 def test_bad_input_stops_with_the_file_and_what_was_expected(built, tmp_path):
     def samples(targets, members=built["members"], nonmembers=built["nonmembers"],
-                reference=None):
-        return write_samples(targets, reference, members, nonmembers, example.SEQ_LEN, "first",
-                             tmp_path / "out")
+                references=()):
+        return write_samples(targets, list(references), members, nonmembers, example.SEQ_LEN,
+                             "first", tmp_path / "out")
 
     with pytest.raises(ModelDirError, match=r"audit.targets.x.*no/such/folder does not exist"
                                             r".*save_pretrained"):
@@ -265,3 +271,180 @@ def test_a_memcap_run_exported_and_audited(documents, tmp_path):
     record = json.loads((tmp_path / "wf/results/audit/targets/run/audit.json").read_text())
     loss = next(m for m in record["mia"] if m["attack"] == "loss")
     assert record["loader"] == "memcap" and loss["auc"] > 0.9, loss
+    # the run's own token files as members and non-members: nothing re-tokenized, so the
+    # audit codes every training sample exactly as memcap's scoring does
+    config["audit"].update(members=str(data), nonmembers=str(held))
+    out = run_audit(tmp_path / "ids", config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads((tmp_path / "ids/results/audit/samples/group=run/samples.json")
+                      .read_text())
+    assert info["sampling"] == "given" and info["members"]["samples"] == 128
+    scored = pl.read_parquet(tmp_path / "ids/results/audit/models/target=run/scores.parquet")
+    members = scored.filter(pl.col("member")).sort("sample_id")
+    assert members.height == len(ours)
+    assert np.abs(members["nll_bits"].to_numpy() - ours).max() < 1e-3
+
+
+def test_the_grid_and_an_audit_in_one_config(built, tmp_path):
+    """One config trains a synthetic grid and audits models trained elsewhere: one database
+    and one report hold both, the grid's laws see only the grid (grid_runs), and the
+    audit's rows are told apart by runs.kind."""
+    smoke = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    config = audit_config(built, ["gpt2-finetuned"])
+    config.update(seeds=[0, 1], synthetic={**smoke["synthetic"], "dataset_sizes": [8, 64]},
+                  architectures=smoke["architectures"][:1], train=smoke["train"],
+                  laws=smoke["laws"], quantize={"schemes": []})
+    out = run_audit(tmp_path, config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    db = duckdb.connect(str(tmp_path / "results/memcap.duckdb"), read_only=True)
+    kinds = dict(db.sql("SELECT kind, count(*) FROM runs GROUP BY ALL").fetchall())
+    assert kinds == {"synthetic": 4, "audit": 1}
+    assert db.sql("SELECT count(*) FROM grid_runs WHERE kind = 'audit'").fetchall()[0][0] == 0
+    assert db.sql("SELECT DISTINCT kind FROM capacity").fetchall() == [("synthetic",)]
+    report = (tmp_path / "results/report.html").read_text()
+    assert "Bits per parameter" in report and "Audit of models trained elsewhere" in report
+
+
+def fit_copy(source, out, tokens: torch.Tensor, steps: int, seed: int, tokenizer_dir):
+    """`source` (a saved model folder) trained `steps` more on `tokens`, saved to `out` with
+    the tokenizer of `tokenizer_dir`."""
+    import transformers as tf
+    lm = tf.AutoModelForCausalLM.from_pretrained(str(source))
+    example.fit(lm, tokens, steps, 3e-3, 64, seed)
+    lm.save_pretrained(out)
+    tf.AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(out)
+    return out
+
+
+def member_tokens(built) -> torch.Tensor:
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(built["reference"]))
+    texts = [json.loads(line)["text"] for line in built["members"].read_text().splitlines()]
+    ids = tok(texts, add_special_tokens=False)["input_ids"]
+    return torch.tensor([i[:example.SEQ_LEN] for i in ids if len(i) >= example.SEQ_LEN])
+
+
+def audit_rows(workdir) -> dict[str, dict]:
+    db = duckdb.connect(str(workdir / "results/memcap.duckdb"), read_only=True)
+    frame = db.sql("SELECT * FROM audits").pl()
+    return {r["target"]: r for r in frame.iter_rows(named=True)}
+
+
+def test_a_bad_reference_is_flagged_and_its_floor_removed(built, documents, tmp_path):
+    """A reference that memorized a few other paragraphs codes held-out text worse than the
+    uniform code: it is flagged, naming its folder, and the excess of an untouched target
+    (which never saw the members) is within 3 standard errors of 0 while mem_bits is not.
+    With audit.require_good_reference the audit stops instead, naming the reference."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(built["reference"]))
+    # 24 paragraphs the example leaves unused: neither members nor non-members
+    used = sum(example.SPLIT.values())
+    paras = example.paragraphs(documents("moby_dick"))[used:used + 24]
+    ids = tok(paras, add_special_tokens=False)["input_ids"]
+    few = torch.tensor([i[:example.SEQ_LEN] for i in ids if len(i) >= example.SEQ_LEN])
+    bad = tmp_path / "bad-reference"
+    lm = example.model("llama", 11)
+    example.fit(lm, few, 300, 1e-2, 64, 11)
+    lm.save_pretrained(bad)
+    tok.save_pretrained(bad)
+    config = audit_config(built, ["gpt2-untouched"])
+    config["audit"]["reference"] = str(bad)
+    out = run_audit(tmp_path / "wf", config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = audit_rows(tmp_path / "wf")["gpt2-untouched"]
+    assert row["reference_flag"] and str(bad) in row["reference_flag"]
+    assert "worse than the uniform code" in row["reference_flag"]
+    assert row["reference_heldout_bits_per_token"] > row["uniform_bits_per_token"]
+    assert row["mem_bits"] > 0.05 * row["members"] * (example.SEQ_LEN - 1)  # inflated
+    assert abs(row["excess_bits"]) < 3 * row["excess_bits_se"], row
+    report = (tmp_path / "wf/results/report.html").read_text()
+    audit = report.split("Audit of models trained elsewhere", 1)[1]
+    assert audit.index("Reference warning") < audit.index("Excess memorization")
+    config["audit"]["require_good_reference"] = True
+    out = run_audit(tmp_path / "strict", config)
+    assert out.returncode != 0
+    log = next((tmp_path / "strict/results/logs/audit").glob("evaluate-*.log")).read_text()
+    assert "audit.require_good_reference" in log and str(bad) in log
+
+
+def test_a_fine_tune_audited_against_its_base_has_no_floor(built, tmp_path):
+    """The recommended reference: the target's base checkpoint before fine-tuning. A base
+    trained on other paragraphs of the book, fine-tuned on the members: the excess is within
+    5 % of the members' memorization (the floor is small) and the base is not flagged."""
+    tuned = fit_copy(built["reference"], tmp_path / "base-finetuned", member_tokens(built), 150,
+                     5, built["reference"])
+    config = audit_config(built, [])
+    config["audit"]["targets"] = {"base-finetuned": str(tuned)}
+    out = run_audit(tmp_path / "wf", config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = audit_rows(tmp_path / "wf")["base-finetuned"]
+    assert row["reference_flag"] is None, row["reference_flag"]
+    assert row["mem_bits"] > 0
+    assert abs(row["excess_bits"] - row["mem_bits"]) < 0.05 * row["mem_bits"], row
+
+
+def test_targets_that_tokenize_alike_audit_together_and_others_apart(built, tmp_path):
+    """A Qwen2 model saved with the example's tokenizer files (transformers gives its folder
+    one more special token, which never occurs) audits in the Llama's group; a model with a
+    really different tokenizer forms a second group, in the same config and report, without
+    a reference (audit.references names only the first group's)."""
+    import transformers as tf
+    qwen = tmp_path / "qwen2"
+    torch.manual_seed(4)
+    tf.Qwen2ForCausalLM(tf.Qwen2Config(
+        vocab_size=example.VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=example.SEQ_LEN,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None)).save_pretrained(qwen)
+    tf.AutoTokenizer.from_pretrained(str(built["reference"])).save_pretrained(qwen)
+    other = other_tokenizer_model(built, tmp_path)
+    config = audit_config(built, ["llama-finetuned"], reference=False)
+    config["audit"]["targets"].update({"qwen2": str(qwen), "other": str(other)})
+    config["audit"]["references"] = [str(built["reference"])]
+    out = run_audit(tmp_path / "wf", config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    groups = json.loads((tmp_path / "wf/results/audit/samples/groups.json").read_text())
+    assert groups["target_group"] == {"llama-finetuned": "llama-finetuned",
+                                      "qwen2": "llama-finetuned", "other": "other"}
+    assert groups["groups"]["llama-finetuned"]["reference_index"] == 0
+    assert groups["groups"]["other"]["reference"] is None
+    rows = audit_rows(tmp_path / "wf")
+    assert rows["qwen2"]["model_type"] == "qwen2" and rows["qwen2"]["excess_bits"] is not None
+    assert rows["other"]["reference_dir"] is None and rows["other"]["excess_bits"] is None
+    # the two groups cut their own samples: the other tokenizer gives other ids
+    a, b = (read_tokens(tmp_path / f"wf/results/audit/samples/group={g}/members.parquet")[1]
+            for g in ("llama-finetuned", "other"))
+    assert a.shape != b.shape or (a != b).any()
+
+
+def test_one_evaluation_path_for_the_grid_and_the_audit(tmp_path, quiet):
+    """The grid's evaluate stage and the audit evaluate through the same library function:
+    on a trained cell's scores it gives the rows the evaluate stage wrote, and neither
+    stage module holds its own copy of the attacks or the memorization totals."""
+    import ast
+
+    import polars as pl
+
+    from conftest import CPU, evaluate_settings, make_cell, small_spec, write_data
+    from memcap import audit, evaluate, evaluation
+    from memcap.io import read_json
+    from memcap.score import score_cell
+    from memcap.train import train_cell
+    spec = small_spec(n=32, steps=200)
+    train, held = write_data(tmp_path / "data", spec, [0])
+    cell = make_cell(tmp_path, spec, [0], train, held)
+    train_cell(cell, CPU, echo=quiet)
+    score_cell(cell, CPU)
+    settings = evaluate_settings(mia_samples=32)
+    (record,) = evaluate.evaluate_cell(cell, CPU, **settings)
+    scores = pl.read_parquet(f"{cell.run_dirs[0]}/scores.parquet").filter(
+        pl.col("primary_reference"))
+    ev = evaluation.evaluate_scores(cell.run_ids[0], scores, train[0], held[0],
+                                    mia_samples=32, mia_seed=settings["mia_seed"], run_seed=0,
+                                    decode=None)
+    assert ev.mia == record["mia"] == read_json(f"{cell.run_dirs[0]}/evaluation.json")["mia"]
+    assert audit.evaluate_scores is evaluate.evaluate_scores is evaluation.evaluate_scores
+    for module in (audit, evaluate):
+        called = {n.func.id for n in ast.walk(ast.parse(open(module.__file__).read()))
+                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert not called & {"draw_sets", "attack_frame", "membership_inference",
+                             "memorization_totals", "top_samples"}, module.__name__

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from conftest import CPU, evaluate_settings, make_cell, small_spec
-from memcap.evaluate import evaluate_cell, membership_sets, primary_scores
+from memcap.evaluate import evaluate_cell
 from memcap.metrics import allocate, auc_standard_error, draw_sets
 from memcap.reference import score_reference
 from memcap.score import score_cell
@@ -119,9 +119,9 @@ def test_members_and_nonmembers_have_the_same_corpus_counts(text_runs):
     cells, records = text_runs
     cell = cells[8192]
     run = Path(cell.run_dirs[0])
-    members, others, draw = membership_sets(
-        run / "scores.parquet", primary_scores(run / "scores.parquet"),
-        Path(cell.train_data[0]), Path(cell.heldout_data[0]), 2048, 0, 0, None)
+    sets = pl.read_parquet(run / "mia_sets.parquet")  # what the attacks compared
+    members, others = sets.filter(pl.col("member")), sets.filter(~pl.col("member"))
+    draw = records[8192]["mia"][0]
     assert counts(members) == counts(others) == json.loads(draw["strata"])
     assert set(counts(members)) == set(CORPORA) and members.height == HELDOUT
     for row in records[8192]["mia"]:

@@ -14,6 +14,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from memcap.config import KINDS
+from memcap.evaluation import memorization_row
 from memcap.io import atomic_path, read_json
 from memcap.plateau import estimate_plateau
 from memcap.quantities import dataset_entropy_bits
@@ -78,14 +80,16 @@ def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
                      **plateau_row(d / "train_log.parquet", r, s)})
         by_ref += [{"run_id": rid, "reference": name, **totals}
                    for name, totals in s["references"].items()]
-        mem.append({"run_id": rid, "reference": s["reference"], "mem_bits": s["mem_bits"],
-                    "mem_bits_unclamped": s["mem_bits_unclamped"],
-                    "dataset_bits": s["dataset_bits"],
+        # totals, the false-positive floor and the reference's quality, from the samples
+        # against the run's primary reference (the audit's memorization rows: the same)
+        primary = (pl.scan_parquet(d / "scores.parquet", hive_partitioning=False)
+                   .filter(pl.col("primary_reference")).collect())
+        mem.append({**memorization_row(rid, primary, seq_len=r["seq_len"],
+                                       vocab_size=r["vocab_size"], params=r["params"],
+                                       reference=s["reference"]),
                     # the paper's H(D), first tokens included (docs/science.md#code-length)
                     "dataset_entropy_bits": dataset_entropy_bits(r["n"], r["seq_len"],
                                                                  r["vocab_size"]),
-                    "memorizable_fraction": s["mem_bits"] / s["dataset_bits"],
-                    "bits_per_param": s["mem_bits"] / r["params"],
                     # NaN (a constant side, e.g. a reference run against itself) -> null,
                     # so SQL averages skip it
                     "tfidf_mem_spearman": _finite_or_none(ev["tfidf_mem_spearman"])})
@@ -95,7 +99,10 @@ def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
     runs_df = (pl.DataFrame(runs, schema_overrides={c: pl.Float64 for c in PLATEAU_COLUMNS[:3]})
                .select(*RUNS_COLUMNS, *PLATEAU_COLUMNS)
                .sort("kind", "arch", "precision", "n", "seed"))
-    return {"runs": runs_df, "memorization": pl.DataFrame(mem),
+    return {"runs": runs_df, "memorization": pl.DataFrame(mem, schema_overrides={
+                "reference_heldout_bits_per_token": pl.Float64, "reference_flag": pl.String,
+                "floor_bits_per_sample": pl.Float64, "excess_bits": pl.Float64,
+                "excess_bits_se": pl.Float64}),
             "memorization_by_reference": pl.DataFrame(by_ref), "mia": pl.DataFrame(mia),
             "extraction": pl.DataFrame(extraction),
             "top_samples": pl.concat(tops, how="diagonal_relaxed")}
@@ -234,12 +241,19 @@ def build_database(db_path: Path, table_files: list[Path], sample_files: list[Pa
         try:
             for name, path in [*zip(names, table_files, strict=True),
                                *((Path(p).stem, p) for p in audit_tables)]:
-                con.register("frame_view", pl.read_parquet(path).to_arrow())
+                frame = pl.read_parquet(path)
+                if path in audit_tables and not frame.height:
+                    continue  # a target without a reference: no memorization rows
+                con.register("frame_view", frame.to_arrow())
                 exists = con.execute("SELECT count(*) FROM information_schema.tables "
                                      "WHERE table_name = ?", [name]).fetchall()[0][0]
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM frame_view" if exists
                             else f"CREATE TABLE {name} AS SELECT * FROM frame_view")
                 con.unregister("frame_view")
+            # the training grid's runs, audited models apart (the report reads these)
+            if "runs" in names:
+                kinds = ", ".join(f"'{k}'" for k in KINDS)
+                con.execute(f"CREATE VIEW grid_runs AS SELECT * FROM runs WHERE kind IN ({kinds})")
             # run files carry their grid coordinates as hive folders (quantized runs' their
             # scheme too), audit files none: one read per kind, united by column name
             lists = [", ".join(f"'{Path(f).as_posix()}'" for f in files)

@@ -34,27 +34,18 @@ from memcap.causal_lm import (
     check_model_dir,
     load_causal_lm,
     load_tokenizer,
-    same_tokenizer,
 )
 from memcap.cell import Runtime
+from memcap.evaluation import (
+    evaluate_scores,
+    extraction_rows,
+    memorization_row,
+    reference_quality,
+)
 from memcap.io import atomic_path, read_json, write_json
-from memcap.metrics import (
-    MIN_K_FRAC,
-    attack_frame,
-    draw_sets,
-    membership_inference,
-    spearman,
-    tfidf,
-)
+from memcap.metrics import MIN_K_FRAC, tfidf
 from memcap.quantities import nats_per_token
-from memcap.samples import (
-    cut_samples,
-    dedup_mask,
-    memorization_totals,
-    scores_frame,
-    top_samples,
-    with_zlib_bits,
-)
+from memcap.samples import cut_samples, dedup_mask, scores_frame
 from memcap.schemes import TRAINED
 from memcap.tokens import HELDOUT_ID_OFFSET, read_tokens, tokens_frame
 
@@ -89,62 +80,149 @@ def _documents(path: Path, key: str) -> list[tuple[str, str]]:
                          "file, or a folder of them, with at least one document") from None
 
 
-def write_samples(targets: dict[str, str], reference: str | None, members: Path,
+def _token_dataset(path: Path) -> bool:
+    """Whether `path` is a memcap token dataset (a Parquet file of sample_id and tokens)."""
+    path = Path(path)
+    if path.suffix != ".parquet" or not path.is_file():
+        return False
+    return {"sample_id", "tokens"} <= set(pl.read_parquet_schema(path))
+
+
+def _given_tokens(path: Path, key: str, seq_len: int) -> list[list[int]]:
+    """The samples of a token dataset, each cut to its first seq_len tokens."""
+    _, toks = read_tokens(path)
+    if toks.shape[1] < seq_len:
+        raise AuditError(f"config key '{key}': the samples of {path} have {toks.shape[1]} "
+                         f"tokens, audit.seq_len asks for {seq_len}; expected at least that")
+    return [row[:seq_len].tolist() for row in toks]
+
+
+def _tokenized(tok, texts: list[str]) -> list[list[int]]:
+    return tok(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+
+def group_models(ids: dict[str, tuple]) -> list[list[str]]:
+    """Models grouped by what their tokenizers do: the same ids for every member and
+    non-member document (a special token that never occurs is no difference). ids: config
+    key -> the ids of every document, in order; groups in order of their first model."""
+    groups: dict[tuple, list[str]] = {}
+    for key, value in ids.items():
+        groups.setdefault(value, []).append(key)
+    return list(groups.values())
+
+
+def write_samples(targets: dict[str, str], references: list[str], members: Path,
                   nonmembers: Path, seq_len: int, sampling: str, out_dir: Path) -> str:
-    """Check every model folder and tokenizer, then cut and deduplicate the member and
-    non-member samples with the targets' tokenizer; write them to out_dir."""
+    """Check every model folder, group the targets by what their tokenizers do to the
+    documents, assign each reference to the group that tokenizes as it does, then cut and
+    deduplicate each group's member and non-member samples with its tokenizer:
+    out_dir/group=<first target>/ (members.parquet, nonmembers.parquet, samples.json) and
+    out_dir/groups.json (each group's targets and reference). Member and non-member files
+    that are memcap token datasets (sample_id, tokens) are used as given: one group, nothing
+    re-tokenized."""
     folders = {f"audit.targets.{name}": path for name, path in targets.items()}
-    if reference:
-        folders["audit.reference"] = reference
+    ref_keys = (["audit.reference"] if len(references) == 1 else
+                [f"audit.references[{i}]" for i in range(len(references))])
+    folders.update(zip(ref_keys, references, strict=True))
     configs = {key: check_model_dir(path, key) for key, path in folders.items()}
     tokenizers = {key: load_tokenizer(path, key) for key, path in folders.items()}
-    (first, tok), *others = tokenizers.items()
-    for key, other in others:
-        if not same_tokenizer(tok, other):
-            raise ModelDirError(
-                f"tokenizer mismatch: {folders[first]} (config key '{first}', "
-                f"{len(tok):,} tokens) and {folders[key]} (config key '{key}', "
-                f"{len(other):,} tokens) split text differently; every target and the reference "
-                "must share one tokenizer (the samples are cut once, with the targets' one)")
-    for key, config in configs.items():
-        if len(tok) > config["vocab_size"]:
-            raise ModelDirError(f"config key '{key}': the tokenizer has {len(tok):,} tokens but "
-                                f"{folders[key]}/config.json says vocab_size "
-                                f"{config['vocab_size']:,}")
+    sources = {"members": Path(members), "nonmembers": Path(nonmembers)}
+    given = {name: _token_dataset(path) for name, path in sources.items()}
+    if given["members"] != given["nonmembers"]:
+        raise AuditError("config keys 'audit.members' and 'audit.nonmembers': one is a token "
+                         "dataset (sample_id, tokens) and the other documents; expected both "
+                         "of one kind")
+    docs = {} if given["members"] else {
+        name: _documents(path, f"audit.{name}") for name, path in sources.items()}
+    if given["members"]:
+        fixed = {name: _given_tokens(path, f"audit.{name}", seq_len)
+                 for name, path in sources.items()}
+        ids = {key: fixed for key in folders}
+        groups = [list(folders)]
+    else:
+        ids = {key: {name: _tokenized(tok, [t for _, t in docs[name]]) for name in docs}
+               for key, tok in tokenizers.items()}
+        groups = group_models({key: tuple(tuple(map(tuple, ids[key][name])) for name in docs)
+                               for key in folders})
+    plan = {}
+    for group in groups:
+        group_targets = [k.removeprefix("audit.targets.") for k in group
+                         if k.startswith("audit.targets.")]
+        refs = [k for k in group if k in ref_keys]
+        if not group_targets:
+            raise AuditError(f"config key '{refs[0]}': {folders[refs[0]]} tokenizes the "
+                             "documents differently from every target; expected a reference "
+                             "with the tokenizer of the targets it calibrates")
+        if len(refs) > 1:
+            raise AuditError(f"config keys {refs}: two references tokenize as targets "
+                             f"{group_targets} do; expected one reference per tokenizer group")
+        plan[group_targets[0]] = {"targets": group_targets,
+                                  "reference": refs[0] if refs else None,
+                                  "reference_index": ref_keys.index(refs[0]) if refs else None,
+                                  "keys": group}
+    out_dir = Path(out_dir)
+    lines = []
+    for name, group in plan.items():
+        first = f"audit.targets.{name}"
+        tok = tokenizers[first]
+        lines.append(_write_group(out_dir / f"group={name}", ids[first], tok, folders, configs,
+                                  group["keys"], seq_len, sampling, docs, sources, given))
+    write_json(out_dir / "groups.json", {
+        "groups": {g: {k: v for k, v in p.items() if k != "keys"} for g, p in plan.items()},
+        "target_group": {t: g for g, p in plan.items() for t in p["targets"]}})
+    return "; ".join(lines)
 
+
+def _write_group(out: Path, ids: dict[str, list], tok, folders: dict[str, str],
+                 configs: dict[str, dict], keys: list[str], seq_len: int, sampling: str,
+                 docs: dict, sources: dict[str, Path], given: dict[str, bool]) -> str:
+    """Cut, deduplicate and write one tokenizer group's samples."""
     tokens, flags, counts = [], [], {}
-    for name, path in (("members", members), ("nonmembers", nonmembers)):
-        docs = _documents(path, f"audit.{name}")
-        ids = tok([t for _, t in docs], add_special_tokens=False)["input_ids"]
-        _, cut = cut_samples(ids, seq_len, sampling)
+    for name in SETS:
+        if given[name]:
+            cut = np.asarray(ids[name], dtype=np.int64).reshape(-1, seq_len)
+            documents = len(cut)
+        else:
+            _, cut = cut_samples(ids[name], seq_len, sampling)
+            documents = len(docs[name])
         if not len(cut):
-            raise AuditError(f"config key 'audit.{name}': none of the {len(docs)} documents of "
-                             f"{path} has {seq_len} tokens; expected at least one "
+            raise AuditError(f"config key 'audit.{name}': none of the {documents} documents of "
+                             f"{sources[name]} has {seq_len} tokens; expected at least one "
                              f"{seq_len}-token sample (lower audit.seq_len or give longer "
                              "documents)")
         tokens.append(cut)
         flags.append(np.full(len(cut), name == "nonmembers"))
-        counts[name] = {"documents": len(docs), "samples_before_dedup": len(cut)}
+        counts[name] = {"documents": documents, "samples_before_dedup": len(cut)}
     all_tokens, is_non = np.concatenate(tokens), np.concatenate(flags)
+    top = int(all_tokens.max(initial=0))
+    for key in keys:
+        if top >= configs[key]["vocab_size"]:
+            raise ModelDirError(f"config key '{key}': the samples use token id {top:,} but "
+                                f"{folders[key]}/config.json says vocab_size "
+                                f"{configs[key]['vocab_size']:,}")
     keep = dedup_mask(all_tokens, is_non)
     kept = {name: np.flatnonzero(keep & (is_non == (name == "nonmembers"))) for name in SETS}
     if not len(kept["nonmembers"]):  # only non-members can all go: as exact copies of members
-        raise AuditError(f"config key 'audit.nonmembers': every sample of {nonmembers} repeats "
-                         "a member sample exactly; expected non-members the model never "
-                         "trained on")
-    out_dir = Path(out_dir)
+        raise AuditError(f"config key 'audit.nonmembers': every sample of "
+                         f"{sources['nonmembers']} repeats a member sample exactly; expected "
+                         "non-members the model never trained on")
+    # V: the smallest vocabulary of the group's models (ids past it never occur)
+    vocab = min([len(tok), *(configs[k]["vocab_size"] for k in keys)])
     for name, offset in (("members", 0), ("nonmembers", HELDOUT_ID_OFFSET)):
         rows = kept[name]
         counts[name].update(samples=len(rows),
                             duplicates=counts[name]["samples_before_dedup"] - len(rows))
-        frame = tokens_frame(offset + np.arange(len(rows)), all_tokens[rows], len(tok))
-        with atomic_path(out_dir / f"{name}.parquet") as tmp:
+        frame = tokens_frame(offset + np.arange(len(rows)), all_tokens[rows], vocab)
+        with atomic_path(out / f"{name}.parquet") as tmp:
             frame.write_parquet(tmp)
-    write_json(out_dir / "samples.json", {
-        "seq_len": seq_len, "sampling": sampling, "tokenizer": type(tok).__name__,
-        "tokenizer_dir": folders[first], "vocab_size": len(tok), **counts})
-    return "; ".join(f"{name}: {c['documents']} documents, {c['samples']} samples after "
-                     f"dropping {c['duplicates']} exact duplicates" for name, c in counts.items())
+    first = keys[0]
+    write_json(out / "samples.json", {
+        "seq_len": seq_len, "sampling": "given" if given["members"] else sampling,
+        "tokenizer": type(tok).__name__, "tokenizer_dir": folders[first], "vocab_size": vocab,
+        **counts})
+    return f"group {out.name}: " + ", ".join(
+        f"{name} {c['documents']} documents, {c['samples']} samples after dropping "
+        f"{c['duplicates']} exact duplicates" for name, c in counts.items())
 
 
 # ---------------------------------------------------------------- scoring
@@ -203,9 +281,11 @@ def _read_scores(model_dir: Path, ids: dict[str, np.ndarray],
 def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores: Path,
                     reference_scores: Path | None, out_dir: Path, runtime: Runtime, *,
                     mia_samples: int, mia_seed: int, extraction_prefixes: list[int],
-                    extraction_samples: int) -> dict:
-    """Memorization, membership inference, extraction, TF-IDF and top samples of one target
-    (the settings are the config's `evaluate:` section) -> out_dir."""
+                    extraction_samples: int, require_good_reference: bool = False) -> dict:
+    """Memorization (with its false-positive floor and excess), membership inference,
+    extraction, TF-IDF and top samples of one target, by the grid's own evaluation
+    (memcap.evaluation; the settings are the config's `evaluate:` section) -> out_dir.
+    require_good_reference: a flagged reference (reference_quality) stops the audit."""
     samples_dir, out_dir = Path(samples_dir), Path(out_dir)
     info = read_json(samples_dir / "samples.json")
     S, V = info["seq_len"], info["vocab_size"]
@@ -225,33 +305,39 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
         scores_frame(run, ids[s], s == "members", bits[s], ref_bits[s] if ref else None,
                      tf if s == "members" else None, ref_name, min_k_bits=min_k[s])
         for s in SETS])
+    quality = reference_quality(scores, S, V, ref["model_dir"] if ref else "none")
+    if require_good_reference and quality["reference_flag"]:
+        raise AuditError(f"config key 'audit.require_good_reference': the "
+                         f"{quality['reference_flag']}; memorization against it credits "
+                         "bits to samples the target never saw (use the target's base "
+                         "checkpoint before fine-tuning as the reference, "
+                         "docs/science.md#audit)")
     tokenizer = load_tokenizer(info["tokenizer_dir"], f"audit.targets.{name}")
-    drawn_members, drawn_others, draw = draw_sets(scores, mia_samples, mia_seed)
-    sets = attack_frame(*(
-        with_zlib_bits(frame, files[s], tokenizer.decode)
-        for frame, s in ((drawn_members, "members"), (drawn_others, "nonmembers"))))
-    mia = [{"run_id": run, **r} for r in membership_inference(sets, draw)]
+    ev = evaluate_scores(run, scores, files["members"], files["nonmembers"],
+                         mia_samples=mia_samples, mia_seed=mia_seed, run_seed=0,
+                         decode=tokenizer.decode)
 
     device = dev.resolve_device(runtime.device)
     dev.configure(device, "fp32", runtime.threads)
     configured, scheme = target_scheme(name)
     model = load_causal_lm(target_dir, f"audit.targets.{configured}", S, device, scheme=scheme)
     m_ext = min(extraction_samples, len(ids["members"]), len(ids["nonmembers"]))
-    extraction = [{"run_id": run, "prefix_len": k, "split": split, "n_samples": m_ext,
-                   "rate": float(model.extracted(toks[s][:m_ext], k,
-                                                 runtime.score_batch_size).mean())}
-                  for s, split in (("members", "train"), ("nonmembers", "heldout"))
-                  for k in sorted({min(k, S - 1) for k in extraction_prefixes})]
+    extraction = extraction_rows(run, {
+        (split, k): model.extracted(toks[s][:m_ext], k, runtime.score_batch_size).mean()
+        for s, split in (("members", "train"), ("nonmembers", "heldout"))
+        for k in sorted({min(k, S - 1) for k in extraction_prefixes})}, m_ext)
 
-    members = scores.filter(pl.col("member"))
     loss = {s: nats_per_token(float(bits[s].mean()), S) for s in SETS}
+    totals = ev.totals or dict.fromkeys(("mem_bits", "mem_bits_unclamped", "dataset_bits",
+                                         "floor_bits_per_sample", "excess_bits",
+                                         "excess_bits_se"))
     tables = {
         "runs": pl.DataFrame([{
             "run_id": run, "kind": "audit", "vocab_size": V, "seq_len": S,
             "n": len(ids["members"]), "params": target["params"], "precision": "fp32",
             "compute_dtype": "fp32", "device": device.type, "train_loss": loss["members"],
             "heldout_loss": loss["nonmembers"]}]),
-        "mia": pl.DataFrame(mia),
+        "mia": pl.DataFrame(ev.mia),
         "extraction": pl.DataFrame(extraction),
         "audits": pl.DataFrame([{
             "run_id": run, "target": name, "scheme": scheme or TRAINED,
@@ -267,24 +353,31 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
             "members": info["members"]["samples"], "nonmembers": info["nonmembers"]["samples"],
             "duplicates": info["members"]["duplicates"] + info["nonmembers"]["duplicates"],
             "member_loss": loss["members"], "nonmember_loss": loss["nonmembers"],
-            "reference_nonmember_loss": ref and ref["nonmember_loss"]}],
+            "reference_nonmember_loss": ref and ref["nonmember_loss"],
+            **quality, "mem_bits": totals["mem_bits"],
+            "floor_bits_per_sample": totals["floor_bits_per_sample"],
+            "excess_bits": totals["excess_bits"], "excess_bits_se": totals["excess_bits_se"]}],
             schema_overrides={"stored_bits_per_param": pl.Float64,
                               "reference_dir": pl.String, "reference_model_type": pl.String,
                               "reference_params": pl.Int64,
-                              "reference_nonmember_loss": pl.Float64}),
+                              "reference_nonmember_loss": pl.Float64,
+                              "reference_heldout_bits_per_token": pl.Float64,
+                              "reference_flag": pl.String, "mem_bits": pl.Float64,
+                              "floor_bits_per_sample": pl.Float64, "excess_bits": pl.Float64,
+                              "excess_bits_se": pl.Float64}),
     }
-    record = {"run_id": run, "target": name, "mia": mia, "extraction": extraction,
+    record = {"run_id": run, "target": name, "mia": ev.mia, "extraction": extraction,
               "reference": ref is not None, **tables["audits"].row(0, named=True)}
     if ref:
-        totals = memorization_totals(scores)
-        rho = spearman(members["tfidf"].to_numpy(), members["mem_bits"].to_numpy())
         tables["memorization"] = pl.DataFrame([{
-            "run_id": run, "reference": REFERENCE, **totals,
-            "memorizable_fraction": totals["mem_bits"] / totals["dataset_bits"],
-            "bits_per_param": totals["mem_bits"] / target["params"],
-            "tfidf_mem_spearman": rho if np.isfinite(rho) else None}])
-        tables["top_samples"] = top_samples(scores, files["members"], decode=tokenizer.decode)
-        record.update(totals, tfidf_mem_spearman=rho if np.isfinite(rho) else None)
+            **memorization_row(run, scores, seq_len=S, vocab_size=V, params=target["params"],
+                               reference=REFERENCE, reference_label=ref["model_dir"]),
+            "tfidf_mem_spearman": ev.tfidf_mem_spearman}])
+        tables["top_samples"] = ev.top
+        record.update(tfidf_mem_spearman=ev.tfidf_mem_spearman)
+    else:  # no reference in this target's group: the tables are written empty
+        tables["memorization"] = tables["top_samples"] = pl.DataFrame(
+            schema={"run_id": pl.String})
     with atomic_path(out_dir / "scores.parquet") as tmp:
         scores.write_parquet(tmp)
     for table in tables:

@@ -33,7 +33,6 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 EXPECTED = ("a folder saved with save_pretrained: config.json, the weights (" +
             ", ".join(WEIGHT_FILES) + ") and the tokenizer files")
 # a text both tokenizers must split alike (besides equal vocabularies)
-PROBE = "Call me Ishmael. Some years ago, 1851: naïve café; x = f(y) + 42 # done\n\tEnd."
 
 
 class ModelDirError(ValueError):
@@ -97,13 +96,6 @@ def load_tokenizer(path: str | Path, key: str):
         raise ModelDirError(f"config key '{key}': transformers cannot load a tokenizer from "
                             f"{path} ({err}); expected its tokenizer files (tokenizer.json or "
                             "the vocabulary files save_pretrained writes)") from None
-
-
-def same_tokenizer(a, b) -> bool:
-    """Whether two tokenizers map text to the same ids (same vocabulary, same split of PROBE)."""
-    return a.get_vocab() == b.get_vocab() and (
-        a(PROBE, add_special_tokens=False)["input_ids"]
-        == b(PROBE, add_special_tokens=False)["input_ids"])
 
 
 def memcap_layout(config: dict) -> bool:

@@ -217,7 +217,8 @@ def cmd_quantize(a: argparse.Namespace) -> None:
 
 @command("audit-samples", "check the audited models and cut the member and non-member samples",
          arg("--targets", type=_json, required=True, help="audit.targets as JSON"),
-         arg("--reference", default="", help="the reference model folder (none: '')"),
+         arg("--references", type=_json, default=[],
+             help="the reference model folders as a JSON list (none: [])"),
          arg("--members", type=Path, required=True),
          arg("--nonmembers", type=Path, required=True),
          arg("--seq-len", type=int, required=True),
@@ -226,7 +227,7 @@ def cmd_quantize(a: argparse.Namespace) -> None:
 def cmd_audit_samples(a: argparse.Namespace) -> None:
     from memcap.audit import write_samples
 
-    print(write_samples(a.targets, a.reference or None, a.members, a.nonmembers, a.seq_len,
+    print(write_samples(a.targets, a.references, a.members, a.nonmembers, a.seq_len,
                         a.sampling, a.out_dir))
 
 
@@ -247,15 +248,21 @@ def cmd_audit_score(a: argparse.Namespace) -> None:
          arg("--target", required=True), arg("--model-dir", required=True),
          arg("--samples-dir", type=Path, required=True),
          arg("--scores", type=Path, required=True, help="the target's scores folder"),
-         arg("--reference-scores", type=Path, help="the reference's scores folder"),
+         arg("--reference-scores", default="",
+             help="the reference's score.json (none: '')"),
          arg("--out-dir", type=Path, required=True),
          arg("--settings", type=_json, required=True, help="the config's evaluate: section "
-             "as JSON"), *runtime_args())
+             "as JSON"),
+         arg("--require-good-reference", action="store_true",
+             help="stop when the reference is flagged (audit.require_good_reference)"),
+         *runtime_args())
 def cmd_audit_evaluate(a: argparse.Namespace) -> None:
     from memcap.audit import evaluate_target
 
-    r = evaluate_target(a.target, a.model_dir, a.samples_dir, a.scores, a.reference_scores,
-                        a.out_dir, _runtime(a), **a.settings)
+    reference = Path(a.reference_scores).parent if a.reference_scores else None
+    r = evaluate_target(a.target, a.model_dir, a.samples_dir, a.scores, reference,
+                        a.out_dir, _runtime(a), **a.settings,
+                        require_good_reference=a.require_good_reference)
     loss = next(m for m in r["mia"] if m["attack"] == "loss")
     mem = (f"{r['mem_bits']:,.0f} memorized bits" if r["reference"] else
            "no reference model: memorization left out")

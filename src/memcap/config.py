@@ -155,6 +155,9 @@ def validate_config(config: dict) -> dict:
             if key not in audit:
                 raise ConfigError(f"config key 'audit.{key}' is required when the audit is "
                                   "enabled")
+    if "reference" in audit and "references" in audit:
+        raise ConfigError("config keys 'audit.reference' and 'audit.references': give one "
+                          "(references: one per tokenizer group)")
     _check_architectures(cfg, "architectures", cfg["architectures"], cfg["train"])
     if text["enabled"]:
         for key in ("dataset_sizes", "architectures"):

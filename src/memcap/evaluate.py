@@ -9,7 +9,6 @@ S−k tokens after the first k; a sample is extracted when the whole continuatio
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -17,10 +16,9 @@ import torch
 
 from memcap import device as dev
 from memcap.cell import Cell, Runtime
+from memcap.evaluation import SCORE_COLUMNS, evaluate_scores, extraction_rows
 from memcap.io import atomic_path, write_json
-from memcap.metrics import attack_frame, draw_sets, membership_inference, spearman
 from memcap.model import PackedGPT, load_packed
-from memcap.samples import top_samples, with_zlib_bits
 from memcap.tokenizer import load_tokenizer
 from memcap.tokens import count_rows, read_token_stack
 
@@ -46,32 +44,16 @@ def greedy_extraction(model: PackedGPT, tokens: torch.Tensor, prefix_len: int,
     return torch.cat(out, dim=1)
 
 
-SCORE_COLUMNS = ("sample_id", "member", "nll_bits", "ref_nll_bits", "mem_bits", "tfidf",
-                 "min_k_bits", "stratum")
-
-
 def primary_scores(scores: Path) -> pl.DataFrame:
-    """A run's rows against its primary reference: the columns the attacks, TF-IDF and the top
-    samples use."""
+    """A run's rows against its primary reference: the columns the evaluation reads."""
     return (pl.scan_parquet(scores).filter(pl.col("primary_reference")).select(SCORE_COLUMNS)
             .collect())
 
 
-def membership_sets(scores: Path, primary: pl.DataFrame, train_path: Path, heldout_path: Path,
-                    mia_samples: int, seed: int, run_seed: int,
-                    decode: Callable[[list[int]], str] | None
-                    ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """The members and non-members the attacks compare (draw_sets on the primary reference's
-    rows, `primary`), with every attack's input column: the oracle's code lengths where the
-    run's score file `scores` has an oracle reference, and the zlib sizes of the drawn
-    samples; and the draw's record."""
-    members, others, draw = draw_sets(primary, mia_samples, seed, run_seed)
-    oracle = (pl.scan_parquet(scores).filter(pl.col("reference") == "oracle")
-              .select("sample_id", oracle_nll_bits="ref_nll_bits").collect())
-    if oracle.height:
-        members, others = (f.join(oracle, on="sample_id", how="left") for f in (members, others))
-    return (with_zlib_bits(members, train_path, decode),
-            with_zlib_bits(others, heldout_path, decode), draw)
+def oracle_scores(scores: Path) -> pl.DataFrame:
+    """A text run's oracle code lengths (sample_id, oracle_nll_bits; empty without one)."""
+    return (pl.scan_parquet(scores).filter(pl.col("reference") == "oracle")
+            .select("sample_id", oracle_nll_bits="ref_nll_bits").collect())
 
 
 def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int, mia_seed: int,
@@ -104,26 +86,22 @@ def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int, mia_seed: i
     records = []
     for m, (seed, run, out) in enumerate(zip(cell.seeds, cell.run_ids, map(Path, cell.run_dirs),
                                              strict=True)):
-        primary = primary_scores(out / "scores.parquet")  # read once: attacks, TF-IDF, top
-        scores = primary.with_columns(run_id=pl.lit(run))
-        members = scores.filter(pl.col("member"))
-        members_set, others_set, draw = membership_sets(
-            out / "scores.parquet", primary, Path(cell.train_data[m]),
-            Path(cell.heldout_data[m]), mia_samples, mia_seed, seed, decode)
-        sets = attack_frame(members_set, others_set)
+        scores = out / "scores.parquet"
+        ev = evaluate_scores(run, primary_scores(scores), Path(cell.train_data[m]),
+                             Path(cell.heldout_data[m]), mia_samples=mia_samples,
+                             mia_seed=mia_seed, run_seed=seed, decode=decode,
+                             oracle=oracle_scores(scores))
         record = {
-            "run_id": run, "seed": seed, "n": spec.n,
-            "mia": [{"run_id": run, **r} for r in membership_inference(sets, draw)],
-            "extraction": [{"run_id": run, "prefix_len": k, "split": split,
-                            "rate": float(extracted[split, k][m]), "n_samples": m_ext}
-                           for split in splits for k in prefixes],
-            "tfidf_mem_spearman": spearman(members["tfidf"].to_numpy(),
-                                           members["mem_bits"].to_numpy()),
+            "run_id": run, "seed": seed, "n": spec.n, "mia": ev.mia,
+            "extraction": extraction_rows(run, {(split, k): extracted[split, k][m]
+                                                for split in splits for k in prefixes}, m_ext),
+            "tfidf_mem_spearman": (ev.tfidf_mem_spearman if ev.tfidf_mem_spearman is not None
+                                   else float("nan")),
         }
         with atomic_path(out / "mia_sets.parquet") as tmp:
-            sets.with_columns(run_id=pl.lit(run)).write_parquet(tmp)
+            ev.sets.with_columns(run_id=pl.lit(run)).write_parquet(tmp)
         with atomic_path(out / "top_samples.parquet") as tmp:
-            top_samples(scores, Path(cell.train_data[m]), decode=decode).write_parquet(tmp)
+            ev.top.write_parquet(tmp)
         write_json(out / "evaluation.json", record)
         records.append(record)
     return records

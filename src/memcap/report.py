@@ -109,7 +109,9 @@ def write_report(db_path: str | Path, figures_dir: str | Path, out: str | Path) 
 
 
 def query(con: duckdb.DuckDBPyConnection) -> dict:
-    """Every number the report shows, as frames (audited models apart: kind 'audit')."""
+    """Every number the report shows, as frames: the training grid's from the `grid_runs`
+    view (the database's runs of the grid, audited models apart), the audit's from
+    `audits`."""
     tables = {t for (t,) in con.sql("SELECT table_name FROM information_schema.tables")
               .fetchall()}
     audit = _audit_tables(con, tables) if "audits" in tables else None
@@ -117,7 +119,7 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
         return {"audit": audit}
     data = {
         "audit": audit,
-        "runs": con.sql("SELECT * FROM runs WHERE kind <> 'audit'").pl(),
+        "runs": con.sql("SELECT * FROM grid_runs").pl(),
         "cap": con.sql("""SELECT * FROM capacity WHERE kind = 'synthetic'
                           ORDER BY precision, params""").pl(),
         "laws": con.sql("SELECT * FROM laws ORDER BY kind, precision, parameter").pl(),
@@ -129,12 +131,12 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
                                      avg(r.mem_bits_plateau) / avg(m.mem_bits) - 1
                                          AS "estimate / measured − 1",
                                      string_agg(DISTINCT r.plateau_fit, '; ') AS fit
-                              FROM runs r JOIN memorization m USING (run_id)
+                              FROM grid_runs r JOIN memorization m USING (run_id)
                               WHERE r.kind = 'synthetic'
                               GROUP BY ALL ORDER BY min(r.params), r.precision, r.n""").pl(),
         "sat": con.sql("""SELECT kind, arch, precision, count(*) AS runs,
                                  sum(saturated::INT) AS saturated_runs
-                          FROM runs WHERE kind <> 'audit'
+                          FROM grid_runs
                           GROUP BY ALL ORDER BY kind, min(params), precision""").pl(),
         "mia": con.sql("""SELECT r.kind, r.arch, r.precision, r.n, m.attack,
                                  round(r.n * r.seq_len / r.params, 4) AS tokens_per_param,
@@ -143,29 +145,27 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
                                  avg(m.tpr_at_1pct_fpr) AS tpr_at_1pct_fpr,
                                  avg(m.tpr_at_0_1pct_fpr) AS tpr_at_0_1pct_fpr,
                                  min(m.n_members) AS members
-                          FROM runs r JOIN mia m USING (run_id) WHERE r.kind <> 'audit'
+                          FROM grid_runs r JOIN mia m USING (run_id)
                           GROUP BY ALL ORDER BY r.kind, min(r.params), r.precision, r.n,
                           m.attack""").pl(),
         "attack_gap": con.sql("""SELECT r.kind, b.attack, max(abs(a.auc - b.auc)) AS gap,
                                         avg(b.auc - a.auc) AS mean_gain
-                                 FROM mia a JOIN mia b USING (run_id) JOIN runs r USING (run_id)
+                                 FROM mia a JOIN mia b USING (run_id)
+                                 JOIN grid_runs r USING (run_id)
                                  WHERE a.attack = 'loss' AND b.attack <> 'loss'
-                                 AND r.kind <> 'audit'
                                  GROUP BY ALL ORDER BY r.kind, b.attack""").pl(),
         "verify": (con.sql("SELECT * FROM verify ORDER BY target_f1").pl()
                    if "verify" in {t for (t,) in con.sql("SHOW TABLES").fetchall()} else None),
         "extraction": con.sql("""SELECT r.kind, r.arch, r.n,
                                         e.split || ' k=' || e.prefix_len AS col,
                                         avg(e.rate) AS rate
-                                 FROM runs r JOIN extraction e USING (run_id)
-                                 WHERE r.kind <> 'audit'
+                                 FROM grid_runs r JOIN extraction e USING (run_id)
                                  GROUP BY ALL ORDER BY r.kind, min(r.params), r.n""").pl(),
         "tfidf": con.sql("""SELECT r.kind, r.arch,
                                    avg(m.tfidf_mem_spearman) AS spearman_tfidf_mem,
                                    min(m.tfidf_mem_spearman) AS min,
                                    max(m.tfidf_mem_spearman) AS max
-                            FROM runs r JOIN memorization m USING (run_id)
-                            WHERE r.kind <> 'audit'
+                            FROM grid_runs r JOIN memorization m USING (run_id)
                             GROUP BY ALL ORDER BY r.kind, min(r.params)""").pl(),
         "tops": {},
         "quantization": con.sql("""SELECT * FROM quantization
@@ -174,7 +174,7 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
     }
     # per kind: the largest architecture at its capacity (most memorized N), first seed
     for kind, run in con.sql("""SELECT c.kind, arg_min(r.run_id, r.seed) FROM capacity c
-                                JOIN runs r ON r.arch = c.arch AND r.precision = c.precision
+                                JOIN grid_runs r ON r.arch = c.arch AND r.precision = c.precision
                                 AND r.kind = c.kind AND r.n = c.n_at_max
                                 GROUP BY c.kind, c.params, c.arch
                                 QUALIFY row_number() OVER (PARTITION BY c.kind
@@ -421,7 +421,7 @@ def _text_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
                                           avg(b.dataset_bits) AS reference_bits,
                                           avg(m.capacity_ratio) AS capacity_ratio,
                                           avg(r.heldout_loss) AS heldout_loss
-                                   FROM runs r JOIN memorization_by_reference b USING (run_id)
+                                   FROM grid_runs r JOIN memorization_by_reference b USING (run_id)
                                    JOIN memorization m USING (run_id)
                                    WHERE r.kind = 'text' GROUP BY ALL
                                    ORDER BY min(r.params), r.precision, r.n, b.reference
@@ -564,16 +564,24 @@ def _mia_sections(mia: pl.DataFrame, attack_gap: pl.DataFrame, laws: pl.DataFram
 
 
 def _audit_tables(con: duckdb.DuckDBPyConnection, tables: set[str]) -> dict:
-    """The audited models' rows (kind 'audit'); memorization and top samples exist only for
-    audits with a reference model."""
+    """The audited models' rows (the `audits` table and the rows of the other tables it
+    names); memorization and top samples exist only for targets with a reference model."""
     audit = {
+        "headline": con.sql("""SELECT target, excess_bits, excess_bits_se, mem_bits,
+                                      floor_bits_per_sample, members,
+                                      heldout_bits_per_token AS target_nonmember_bits_per_token,
+                                      reference_heldout_bits_per_token
+                                          AS reference_nonmember_bits_per_token,
+                                      uniform_bits_per_token, reference_dir
+                               FROM audits ORDER BY target""").pl(),
+        "warnings": con.sql("""SELECT target, reference_flag FROM audits
+                               WHERE reference_flag IS NOT NULL ORDER BY target""").pl(),
         "audits": con.sql("""SELECT target, scheme, stored_bits_per_param, model_type,
-                                    loader, params, reference_dir,
+                                    loader, params, tokenizer, vocab_size, reference_dir,
                                     members, nonmembers, duplicates, member_loss,
                                     nonmember_loss, reference_nonmember_loss, run_id
                              FROM audits ORDER BY target""").pl(),
-        "setup": con.sql("SELECT DISTINCT tokenizer, vocab_size, seq_len, sampling "
-                         "FROM audits").pl(),
+        "setup": con.sql("SELECT DISTINCT seq_len, sampling FROM audits").pl(),
         "mia": con.sql("""SELECT a.target, m.attack, m.auc, m.f1_median, m.f1_best,
                                  m.tpr_at_1pct_fpr, m.tpr_at_0_1pct_fpr, m.n_members
                           FROM audits a JOIN mia m USING (run_id)
@@ -604,15 +612,30 @@ def _audit_head() -> str:
 
 def _audit_sections(audit: dict) -> list[str]:
     setup = audit["setup"].row(0, named=True)
-    cut = ("the first S tokens of each document" if setup["sampling"] == "first"
-           else "every S-token window of each document")
-    parts = ["<h2>Audit of models trained elsewhere</h2><p>Member documents (the target's "
-             "training data) and non-member documents (never trained on), tokenized with the "
-             f"targets' tokenizer ({html.escape(setup['tokenizer'])}, V = "
-             f"{setup['vocab_size']:,}) into {setup['seq_len']}-token samples ({cut}), exact "
-             "duplicates dropped (a non-member that repeats a member too). Losses in nats per "
-             "predicted token; loader <i>memcap</i>: a GPT-2 checkpoint scored by memcap's own "
-             "model, <i>transformers</i>: scored by transformers.</p>"]
+    cut = {"first": "the first S tokens of each document",
+           "windows": "every S-token window of each document",
+           "given": "the token ids given (a memcap dataset)"}[setup["sampling"]]
+    parts = ["<h2>Audit of models trained elsewhere</h2>"]
+    for target, flag in audit["warnings"].iter_rows():
+        parts.append(f"<p class='lb'><b>Reference warning</b> ({html.escape(target)}): "
+                     f"the {html.escape(flag)}. Memorization against it credits bits to "
+                     "samples the target never saw; read the excess, not mem_bits, and use "
+                     "the target's base checkpoint as the reference "
+                     "(docs/science.md#the-false-positive-floor).</p>")
+    parts.append("<p><b>Excess memorization</b>: the bits memorized beyond what the "
+                 "estimator credits to a sample the target never saw, excess_bits = mem_bits "
+                 "− members · floor_bits_per_sample, with its standard error (an excess "
+                 "within 3 SE of 0 is no memorization). The floor is the mean memorization "
+                 "of the non-members; code lengths per predicted token beside the uniform "
+                 "code's, log2 V.</p>")
+    parts.append(_table(audit["headline"], left=("target", "reference_dir")))
+    parts.append(f"<p>Member documents (the target's training data) and non-member documents "
+                 f"(never trained on), tokenized with each tokenizer group's tokenizer (targets "
+                 f"that give the same ids audit together) into {setup['seq_len']}-token "
+                 f"samples ({cut}), exact duplicates dropped (a non-member that repeats a "
+                 "member too). Losses in nats per predicted token; loader <i>memcap</i>: a "
+                 "GPT-2 checkpoint scored by memcap's own model, <i>transformers</i>: scored "
+                 "by transformers.</p>")
     parts.append(_table(audit["audits"].drop("run_id"),
                         left=("target", "model_type", "loader", "reference_dir")))
     parts.append("<h3>Membership inference</h3><p>Balanced members and non-members; AUC and "

@@ -87,10 +87,28 @@ def scores_frame(run: str, sample_ids: np.ndarray, member: bool, nll_bits: np.nd
 
 
 def memorization_totals(frame: pl.DataFrame) -> dict[str, float]:
-    members = frame.filter(pl.col("member"))
-    return {"mem_bits": float(members["mem_bits"].sum()),
+    """Memorization of a model's members against one reference (docs/science.md#memorization)
+    and what the estimator credits to its non-members (#the-false-positive-floor):
+
+    mem_bits, mem_bits_unclamped, dataset_bits  Σ over members
+    floor_bits_per_sample   mean mem(x) over non-members: bits the estimator credits to
+                            samples the model never saw (null without non-members)
+    excess_bits             mem_bits − members · floor_bits_per_sample: the memorization
+                            beyond what a sample the model never saw gets
+    excess_bits_se          its standard error, members · √(var_m/m + var_n/n)
+    """
+    members, others = frame.filter(pl.col("member")), frame.filter(~pl.col("member"))
+    m, n = members.height, others.height
+    mem = float(members["mem_bits"].sum())
+    floor = float(others["mem_bits"].mean()) if n else None
+    spread = ((members["mem_bits"].var() or 0.0) / m if m > 1 else 0.0) + (
+        (others["mem_bits"].var() or 0.0) / n if n > 1 else 0.0)
+    return {"mem_bits": mem,
             "mem_bits_unclamped": float((members["ref_nll_bits"] - members["nll_bits"]).sum()),
-            "dataset_bits": float(members["ref_nll_bits"].sum())}
+            "dataset_bits": float(members["ref_nll_bits"].sum()),
+            "floor_bits_per_sample": floor,
+            "excess_bits": None if floor is None else mem - m * floor,
+            "excess_bits_se": None if floor is None else m * float(np.sqrt(spread))}
 
 
 def top_samples(scores: pl.DataFrame, train_path: Path, k: int = 20,
