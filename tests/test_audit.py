@@ -360,35 +360,31 @@ def test_a_bad_reference_is_flagged_and_its_floor_removed(built, documents, tmp_
     report = (tmp_path / "wf/results/report.html").read_text()
     audit = report.split("Audit of models trained elsewhere", 1)[1]
     assert audit.index("Reference warning") < audit.index("Excess memorization")
-    config["audit"]["require_good_reference"] = True
-    out = run_audit(tmp_path / "strict", config)
-    assert out.returncode != 0
-    log = next((tmp_path / "strict/results/logs/audit").glob("evaluate-*.log")).read_text()
-    assert "audit.require_good_reference" in log and str(bad) in log
+    # audit.require_good_reference: the same evaluation stops, naming the reference
+    from conftest import CPU, evaluate_settings
+    from memcap.audit import evaluate_target
+    results = tmp_path / "wf/results/audit"
+    with pytest.raises(AuditError, match=r"audit.require_good_reference.*bad-reference"):
+        evaluate_target("gpt2-untouched", str(built["gpt2-untouched"]),
+                        results / "samples/group=gpt2-untouched",
+                        results / "models/target=gpt2-untouched",
+                        results / "models/reference=0", tmp_path / "strict", CPU,
+                        **evaluate_settings(extraction_samples=8),
+                        require_good_reference=True)
+    assert not (tmp_path / "strict").exists()  # nothing written
 
 
-def test_a_fine_tune_audited_against_its_base_has_no_floor(built, tmp_path):
-    """The recommended reference: the target's base checkpoint before fine-tuning. A base
-    trained on other paragraphs of the book, fine-tuned on the members: the excess is within
-    5 % of the members' memorization (the floor is small) and the base is not flagged."""
+def test_tokenizer_groups_and_a_fine_tune_against_its_base(built, tmp_path):
+    """The recommended reference, the target's base checkpoint before fine-tuning: a base
+    trained on other paragraphs of the book, fine-tuned on the members, has excess within 5 %
+    of its memorization (the floor is small) and no flag. A Qwen2 model saved with the
+    example's tokenizer files (transformers gives its folder one more special token, which
+    never occurs) audits in its group; a model with a really different tokenizer forms a
+    second group, in the same config and report, without a reference (audit.references names
+    only the first group's)."""
+    import transformers as tf
     tuned = fit_copy(built["reference"], tmp_path / "base-finetuned", member_tokens(built), 150,
                      5, built["reference"])
-    config = audit_config(built, [])
-    config["audit"]["targets"] = {"base-finetuned": str(tuned)}
-    out = run_audit(tmp_path / "wf", config)
-    assert out.returncode == 0, out.stderr[-3000:]
-    row = audit_rows(tmp_path / "wf")["base-finetuned"]
-    assert row["reference_flag"] is None, row["reference_flag"]
-    assert row["mem_bits"] > 0
-    assert abs(row["excess_bits"] - row["mem_bits"]) < 0.05 * row["mem_bits"], row
-
-
-def test_targets_that_tokenize_alike_audit_together_and_others_apart(built, tmp_path):
-    """A Qwen2 model saved with the example's tokenizer files (transformers gives its folder
-    one more special token, which never occurs) audits in the Llama's group; a model with a
-    really different tokenizer forms a second group, in the same config and report, without
-    a reference (audit.references names only the first group's)."""
-    import transformers as tf
     qwen = tmp_path / "qwen2"
     torch.manual_seed(4)
     tf.Qwen2ForCausalLM(tf.Qwen2Config(
@@ -397,22 +393,26 @@ def test_targets_that_tokenize_alike_audit_together_and_others_apart(built, tmp_
         bos_token_id=None, eos_token_id=None, pad_token_id=None)).save_pretrained(qwen)
     tf.AutoTokenizer.from_pretrained(str(built["reference"])).save_pretrained(qwen)
     other = other_tokenizer_model(built, tmp_path)
-    config = audit_config(built, ["llama-finetuned"], reference=False)
-    config["audit"]["targets"].update({"qwen2": str(qwen), "other": str(other)})
+    config = audit_config(built, [], reference=False)
+    config["audit"]["targets"] = {"base-finetuned": str(tuned), "qwen2": str(qwen),
+                                  "other": str(other)}
     config["audit"]["references"] = [str(built["reference"])]
     out = run_audit(tmp_path / "wf", config)
     assert out.returncode == 0, out.stderr[-3000:]
     groups = json.loads((tmp_path / "wf/results/audit/samples/groups.json").read_text())
-    assert groups["target_group"] == {"llama-finetuned": "llama-finetuned",
-                                      "qwen2": "llama-finetuned", "other": "other"}
-    assert groups["groups"]["llama-finetuned"]["reference_index"] == 0
+    assert groups["target_group"] == {"base-finetuned": "base-finetuned",
+                                      "qwen2": "base-finetuned", "other": "other"}
+    assert groups["groups"]["base-finetuned"]["reference_index"] == 0
     assert groups["groups"]["other"]["reference"] is None
     rows = audit_rows(tmp_path / "wf")
+    tuned_row = rows["base-finetuned"]
+    assert tuned_row["reference_flag"] is None and tuned_row["mem_bits"] > 0
+    assert abs(tuned_row["excess_bits"] - tuned_row["mem_bits"]) < 0.05 * tuned_row["mem_bits"]
     assert rows["qwen2"]["model_type"] == "qwen2" and rows["qwen2"]["excess_bits"] is not None
     assert rows["other"]["reference_dir"] is None and rows["other"]["excess_bits"] is None
     # the two groups cut their own samples: the other tokenizer gives other ids
     a, b = (read_tokens(tmp_path / f"wf/results/audit/samples/group={g}/members.parquet")[1]
-            for g in ("llama-finetuned", "other"))
+            for g in ("base-finetuned", "other"))
     assert a.shape != b.shape or (a != b).any()
 
 

@@ -158,7 +158,7 @@ def test_smoke_workflow_through_slurm_equals_the_local_run(cluster, request, tmp
         by_rule.setdefault(rule_of(job), []).append(job)
     # every rule that is not local ran as SLURM jobs, all of them completed; no local rule did
     planned = {"synthetic_data", "text_tokenizer", "text_pool", "text_data", "train", "score",
-               "evaluate", "same_arch_reference", "oracle_reference"}
+               "evaluate", "quantize", "same_arch_reference", "oracle_reference"}
     assert set(by_rule) == planned, sorted(by_rule)
     assert not set(by_rule) & LOCAL
     assert all(j["JobState"] == "COMPLETED" for j in jobs), [
