@@ -347,7 +347,8 @@ def test_bad_config_stops_before_any_job_and_keeps_results(smoke):
     assert out.returncode != 0 and "seqlen" in out.stdout + out.stderr
 
 
-MODEL_RULES = {"train", "score", "evaluate", "same_arch_reference", "oracle_reference"}
+MODEL_RULES = {"train", "score", "evaluate", "quantize", "same_arch_reference",
+               "oracle_reference"}
 
 
 def planned_resources(workdir, configfile) -> list[tuple[str, dict[str, str]]]:
@@ -514,10 +515,11 @@ def test_a_maximum_at_the_grids_end_is_flagged_and_bracketing_trains_only_the_ne
     jobs = planned_jobs(tmp_path, tiny, overlay)
     rules = Counter(rule for rule, _ in jobs)
     new_n = set(new.values())
+    # the new cells' runs quantized too (the default schemes, int8 and int4)
     assert rules == Counter({"synthetic_data": len(new_n), "train": 2, "score": 2,
-                             "evaluate": 2, **AGGREGATES}), rules
+                             "evaluate": 2, "quantize": 4, **AGGREGATES}), rules
     for rule, wildcards in jobs:
-        if rule in ("synthetic_data", "train", "score", "evaluate"):
+        if rule in ("synthetic_data", "train", "score", "evaluate", "quantize"):
             assert int(wildcards["n"]) in new_n, (rule, wildcards)
         if rule != "synthetic_data" and "arch" in wildcards:
             assert int(wildcards["n"]) == new[wildcards["arch"]], (rule, wildcards)

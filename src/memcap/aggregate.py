@@ -112,7 +112,7 @@ QUANTIZED_RUNS_SCHEMA = {
     "run_id": pl.String, "trained_run_id": pl.String, "scheme": pl.String, "kind": pl.String,
     "vocab_size": pl.Int64, "seq_len": pl.Int64, "n": pl.Int64, "seed": pl.Int64,
     "arch": pl.String, "n_layer": pl.Int64, "d_model": pl.Int64, "params": pl.Int64,
-    "precision": pl.String, "bits": pl.Int64, "group": pl.Int64, "quantized_params": pl.Int64,
+    "precision": pl.String, "bits": pl.Int64, "group_size": pl.Int64, "quantized_params": pl.Int64,
     "stored_bits": pl.Int64, "stored_bits_per_param": pl.Float64,
     "max_error_steps": pl.Float64, "torchao_max_abs_diff": pl.Float64,
     "reference": pl.String, "mem_bits": pl.Float64, "mem_bits_unclamped": pl.Float64,

@@ -196,7 +196,7 @@ def quantize_state(state: dict[str, torch.Tensor], axes: dict[str, int], scheme:
             stored += 32 * w.numel()
     params = sum(w.numel() for w in state.values())
     record = {"scheme": scheme.name, "method": "float" if scheme.float else scheme.method,
-              "bits": scheme.bits, "group": scheme.group,
+              "bits": scheme.bits, "group_size": scheme.group,
               "params": params, "quantized_params": sum(state[k].numel() for k in matrices),
               "stored_bits": stored, "stored_bits_per_param": stored / params,
               "max_error_steps": max_step_error, "torchao_max_abs_diff": max_torchao_diff}
