@@ -457,7 +457,9 @@ def quantization(t: Tables) -> alt.Chart:
     if q.filter(pl.col("scheme") != "none").is_empty():
         return _empty("Capacity against stored bits", "no quantization scheme in this "
                       "experiment (quantize.schemes)")
-    q = q.with_columns(_kind_arch()).sort("arch", "stored_bits_per_param")
+    q = q.with_columns(_kind_arch(), method=pl.when(pl.col("scheme").str.starts_with("gptq"))
+                       .then(pl.lit("GPTQ")).otherwise(pl.lit("round to nearest"))
+                       ).sort("arch", "stored_bits_per_param")
     x = alt.X("stored_bits_per_param:Q", title="stored bits per parameter",
               scale=alt.Scale(type="log", base=2))
     colour = alt.Color("arch:N", title="architecture")
@@ -467,9 +469,15 @@ def quantization(t: Tables) -> alt.Chart:
             alt.Tooltip("capacity_kept:Q", format=".1%"),
             alt.Tooltip("mia_auc_at_trained_n:Q", format=".3f")]
 
+    shape = alt.Shape("method:N", title="scheme",
+                      scale=alt.Scale(domain=["round to nearest", "GPTQ"],
+                                      range=["circle", "diamond"]))
+
     def panel(y: alt.Y, title: str, subtitle: str) -> alt.Chart:
         base = alt.Chart(q).encode(x=x, y=y, color=colour, tooltip=tips)
-        return alt.layer(base.mark_line(), base.mark_point(filled=True, size=60),
+        # lines through the trained weights and the round-to-nearest schemes; GPTQ beside
+        line = base.transform_filter(alt.datum.method == "round to nearest").mark_line()
+        return alt.layer(line, base.mark_point(filled=True, size=60).encode(shape=shape),
                          base.mark_text(dy=-9, fontSize=9).encode(text="scheme:N")).properties(
             width=WIDTH * 0.8, height=HEIGHT, title=alt.TitleParams(title, subtitle=subtitle))
 
