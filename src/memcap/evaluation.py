@@ -68,7 +68,7 @@ def evaluate_scores(run_id: str, scores: pl.DataFrame, members_path: Path,
 def reference_quality(scores: pl.DataFrame, seq_len: int, vocab_size: int,
                       reference: str) -> dict:
     """How well the reference codes the samples the model never saw, beside the model and the
-    uniform code (docs/science.md#the-false-positive-floor): mean code length of the
+    uniform code (docs/science.md#audit): mean code length of the
     non-members per predicted token, in bits, under the reference and under the model, and
     log2 V. reference_flag names what is wrong, null when nothing is: a reference that codes
     non-members worse than the uniform code, or worse than the model, credits memorization

@@ -621,7 +621,7 @@ def _audit_sections(audit: dict) -> list[str]:
                      f"the {html.escape(flag)}. Memorization against it credits bits to "
                      "samples the target never saw; read the excess, not mem_bits, and use "
                      "the target's base checkpoint as the reference "
-                     "(docs/science.md#the-false-positive-floor).</p>")
+                     "(docs/science.md#audit).</p>")
     parts.append("<p><b>Excess memorization</b>: the bits memorized beyond what the "
                  "estimator credits to a sample the target never saw, excess_bits = mem_bits "
                  "− members · floor_bits_per_sample, with its standard error (an excess "

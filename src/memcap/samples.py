@@ -88,7 +88,7 @@ def scores_frame(run: str, sample_ids: np.ndarray, member: bool, nll_bits: np.nd
 
 def memorization_totals(frame: pl.DataFrame) -> dict[str, float]:
     """Memorization of a model's members against one reference (docs/science.md#memorization)
-    and what the estimator credits to its non-members (#the-false-positive-floor):
+    and what the estimator credits to its non-members (docs/science.md#audit):
 
     mem_bits, mem_bits_unclamped, dataset_bits  Σ over members
     floor_bits_per_sample   mean mem(x) over non-members: bits the estimator credits to
