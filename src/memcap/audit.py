@@ -328,8 +328,11 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
         for k in sorted({min(k, S - 1) for k in extraction_prefixes})}, m_ext)
 
     loss = {s: nats_per_token(float(bits[s].mean()), S) for s in SETS}
-    totals = ev.totals or dict.fromkeys(("mem_bits", "mem_bits_unclamped", "dataset_bits",
-                                         "floor_bits_per_sample", "excess_bits",
+    # memorization (with its floor) and the reference's quality: the grid's memorization row
+    memorized = (memorization_row(run, scores, seq_len=S, vocab_size=V,
+                                  params=target["params"], reference=REFERENCE,
+                                  reference_label=ref["model_dir"]) if ref else None)
+    totals = memorized or dict.fromkeys(("mem_bits", "floor_bits_per_sample", "excess_bits",
                                          "excess_bits_se"))
     tables = {
         "runs": pl.DataFrame([{
@@ -370,9 +373,7 @@ def evaluate_target(name: str, target_dir: str, samples_dir: Path, target_scores
               "reference": ref is not None, **tables["audits"].row(0, named=True)}
     if ref:
         tables["memorization"] = pl.DataFrame([{
-            **memorization_row(run, scores, seq_len=S, vocab_size=V, params=target["params"],
-                               reference=REFERENCE, reference_label=ref["model_dir"]),
-            "tfidf_mem_spearman": ev.tfidf_mem_spearman}])
+            **memorized, "tfidf_mem_spearman": ev.tfidf_mem_spearman}])
         tables["top_samples"] = ev.top
         record.update(tfidf_mem_spearman=ev.tfidf_mem_spearman)
     else:  # no reference in this target's group: the tables are written empty

@@ -1,8 +1,9 @@
-"""The evaluation of one scored model, shared by the grid's evaluate stage and the audit
-(docs/science.md#membership-inference, #memorization, #audit): from its per-sample scores
-against its primary reference, the membership attacks on members and non-members drawn
-alike, the memorization totals with the false-positive floor and the excess, the TF-IDF
-correlation and the most memorized samples. Greedy extraction needs the model and stays with
+"""The evaluation of one scored model, shared by the grid's evaluate stage, the collect stage
+and the audit (docs/science.md#membership-inference, #memorization, #audit): from its
+per-sample scores against its primary reference, the membership attacks on members and
+non-members drawn alike, the TF-IDF correlation and the most memorized samples
+(evaluate_scores), and its memorization row with the false-positive floor, the excess and
+the reference's quality (memorization_row). Greedy extraction needs the model and stays with
 each stage; its rows are built here.
 
 Torch-free and duckdb-free.
@@ -28,12 +29,11 @@ SCORE_COLUMNS = ("sample_id", "member", "nll_bits", "ref_nll_bits", "mem_bits", 
 @dataclass(frozen=True)
 class Evaluation:
     """What `evaluate_scores` finds for one model: the attacks' rows (`mia`), the drawn sets
-    with every attack's score (`sets`), the memorization totals with the floor and the excess
-    (None without a reference), the TF-IDF correlation and the most memorized members."""
+    with every attack's score (`sets`), the TF-IDF correlation and the most memorized members
+    (None without a reference). Its memorization is `memorization_row`'s."""
 
     mia: list[dict]
     sets: pl.DataFrame
-    totals: dict[str, float] | None
     tfidf_mem_spearman: float | None
     top: pl.DataFrame | None
 
@@ -57,12 +57,11 @@ def evaluate_scores(run_id: str, scores: pl.DataFrame, members_path: Path,
     mia = [{"run_id": run_id, **r} for r in membership_inference(sets, draw)]
     has_reference = scores["ref_nll_bits"].null_count() < scores.height
     if not has_reference:
-        return Evaluation(mia, sets, None, None, None)
+        return Evaluation(mia, sets, None, None)
     member_rows = scores.filter(pl.col("member"))
     rho = spearman(member_rows["tfidf"].to_numpy(), member_rows["mem_bits"].to_numpy())
     top = top_samples(scores.with_columns(run_id=pl.lit(run_id)), members_path, decode=decode)
-    return Evaluation(mia, sets, memorization_totals(scores),
-                      rho if np.isfinite(rho) else None, top)
+    return Evaluation(mia, sets, rho if np.isfinite(rho) else None, top)
 
 
 def reference_quality(scores: pl.DataFrame, seq_len: int, vocab_size: int,
