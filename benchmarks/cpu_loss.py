@@ -4,7 +4,8 @@ two CPU paths), at several vocabularies and architectures.
     python benchmarks/cpu_loss.py [--out docs/measurements/cpu_loss.json] [--sweep]
 
 Each case builds two identical packed models (2 seeds, same initialisation) and their fused
-Adam as memcap.train builds it, and times whole training steps (memcap.train.train_step:
+Adam as memcap.stages.train builds it, and times whole training steps
+(memcap.stages.train.train_step:
 gather, loss, backward, Adam) on the same batches, alternating rounds of the two paths so that
 a noisy machine slows both alike. It reports the median tokens/s of each over the rounds,
 their ratio, and the largest |loss difference| between the paths on the same batch. V 50,257
@@ -24,8 +25,10 @@ from pathlib import Path
 import torch
 
 from memcap.cell import make_spec
-from memcap.model import PackedGPT, fused_block_rows, fused_mean_token_nll, mean_token_nll, n_heads
-from memcap.train import train_step
+from memcap.loss import fused_block_rows, fused_mean_token_nll, mean_token_nll
+from memcap.models import PackedGPT
+from memcap.shapes import Shape
+from memcap.stages.train import train_step
 
 SEEDS = [0, 1]
 SEQ = 64
@@ -34,7 +37,7 @@ SEQ = 64
 def build(vocab: int, d_model: int, n: int):
     spec = make_spec(vocab_size=vocab, seq_len=SEQ, n_layer=1, d_model=d_model,
                      precision="fp32", n=n, steps=1, batch_size=64, lr=1e-3)
-    model = PackedGPT(len(SEEDS), vocab, SEQ, 1, d_model, n_heads(d_model, spec.head_dim))
+    model = PackedGPT(len(SEEDS), Shape(vocab, SEQ, 1, d_model, spec.head_dim))
     model.init_weights(SEEDS)
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2),
                            eps=spec.eps, weight_decay=spec.weight_decay, fused=True)
@@ -42,7 +45,7 @@ def build(vocab: int, d_model: int, n: int):
 
 
 def loss_of(model: PackedGPT, fused: bool, rows: int | None = None):
-    # memcap.train.training_loss on a CPU (fp32, not compiled), with the path chosen
+    # memcap.stages.train.training_loss on a CPU (fp32, not compiled), with the path chosen
     def loss(batch: torch.Tensor) -> torch.Tensor:
         h = model.hidden(batch)
         if fused and rows is not None:

@@ -43,11 +43,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from memcap import config as cfg  # noqa: E402
 from memcap.cell import Cell, Runtime, TrainSpec, make_spec  # noqa: E402
-from memcap.data import write_seed_datasets  # noqa: E402
-from memcap.evaluate import evaluate_cell  # noqa: E402
-from memcap.score import score_cell  # noqa: E402
 from memcap.shapes import peak_flops, train_flops_per_token  # noqa: E402
-from memcap.train import train_cell  # noqa: E402
+from memcap.stages.data import write_seed_datasets  # noqa: E402
+from memcap.stages.evaluate import evaluate_cell  # noqa: E402
+from memcap.stages.score import score_cell  # noqa: E402
+from memcap.stages.train import train_cell  # noqa: E402
 
 PAPER_TOKENS_L2_D128 = 6.5e9  # the paper's training tokens for this shape (the figure)
 EXTRACTION_PREFIXES = [8, 16, 32]  # fixed here: they name the "extraction" keys of the JSON

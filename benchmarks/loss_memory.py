@@ -24,12 +24,14 @@ def measure(args: argparse.Namespace, max_logits: int) -> dict:
     sys.path.insert(0, str(SRC))
     import torch
 
-    from memcap.model import PackedGPT, mean_token_nll
+    from memcap.loss import mean_token_nll
+    from memcap.models import PackedGPT
+    from memcap.shapes import Shape
 
     torch.set_num_threads(1)
     device = torch.device(args.device)
     M, V, S, B = args.models, args.vocab, args.seq, args.batch
-    model = PackedGPT(M, V, S, 1, 32, 2)
+    model = PackedGPT(M, Shape(V, S, 1, 32, 32 // 2))
     model.init_weights(list(range(M)))
     model.to(device)
     idx = torch.randint(0, V, (M, B, S), generator=torch.Generator().manual_seed(0)).to(device)

@@ -80,8 +80,8 @@ def train_long_run(run: LongRun, root: Path) -> Path:
     import torch
 
     from memcap.cell import Cell, Runtime, make_spec
-    from memcap.data import write_seed_datasets
-    from memcap.train import train_cell
+    from memcap.stages.data import write_seed_datasets
+    from memcap.stages.train import train_cell
 
     torch.set_num_threads(1)
     spec = make_spec(vocab_size=64, seq_len=32, n_layer=run.n_layer, d_model=run.d_model,

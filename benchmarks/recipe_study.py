@@ -30,8 +30,8 @@ import polars as pl
 import torch
 
 from memcap.cell import Cell, Runtime, TrainSpec, make_spec
-from memcap.data import write_seed_datasets
-from memcap.train import train_cell
+from memcap.stages.data import write_seed_datasets
+from memcap.stages.train import train_cell
 
 BASE = make_spec(vocab_size=64, seq_len=32, n_layer=1, d_model=8, precision="fp32", n=128,
                  steps=1500, batch_size=64, lr=0.03, eval_every=50)

@@ -27,13 +27,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from memcap.aggregate import build_database, collect_quantized  # noqa: E402
 from memcap.config import arch_id, cells, run_id, validate_config  # noqa: E402
-from memcap.figures import write_figures  # noqa: E402
-from memcap.laws import fit_laws  # noqa: E402
 from memcap.paths import COLLECTED, FITTED  # noqa: E402
-from memcap.report import write_report  # noqa: E402
-from memcap.shapes import param_count  # noqa: E402
+from memcap.shapes import Shape  # noqa: E402
+from memcap.stages.aggregate import build_database, collect_quantized  # noqa: E402
+from memcap.stages.figures import write_figures  # noqa: E402
+from memcap.stages.laws import fit_laws  # noqa: E402
+from memcap.stages.report import write_report  # noqa: E402
 
 PER_RUN = ("memorization_by_reference", "mia", "extraction", "top_samples")
 
@@ -59,8 +59,8 @@ def grid_tables(template: Path, config: dict, out: Path,
         rid = run_id("synthetic", V, S, cell["arch"], cell["precision"], cell["n"], seed)
         rows.append({**t, "run_id": rid, "vocab_size": V, "seq_len": S, "n": cell["n"],
                      "seed": seed, "arch": cell["arch"], "n_layer": a["n_layer"],
-                     "d_model": a["d_model"], "params": param_count(V, S, a["n_layer"],
-                                                                     a["d_model"]),
+                     "d_model": a["d_model"], "params": Shape(V, S, a["n_layer"],
+                                                                     a["d_model"]).params,
                      "precision": cell["precision"]})
         mem.append(mem_t.filter(pl.col("run_id") == t["run_id"]).with_columns(
             run_id=pl.lit(rid)))

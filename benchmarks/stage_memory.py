@@ -67,8 +67,8 @@ def run_stage(argv: list[str], cwd: Path) -> tuple[int, float]:
 def base_mb() -> float:
     """Resident set of a model stage's process before it reads any data: the interpreter with
     torch, polars and memcap's stages imported."""
-    peak, _ = run_stage([sys.executable, "-c", "import memcap.train, memcap.score, "
-                         "memcap.evaluate, polars, torch; torch.zeros(1)"], REPO)
+    peak, _ = run_stage([sys.executable, "-c", "import memcap.stages.train, memcap.stages.score, "
+                         "memcap.stages.evaluate, polars, torch; torch.zeros(1)"], REPO)
     return peak / MiB
 
 

@@ -29,8 +29,8 @@ import polars as pl
 import torch
 
 from memcap.cell import Cell, Runtime, make_spec
-from memcap.data import write_seed_datasets
-from memcap.train import train_cell
+from memcap.stages.data import write_seed_datasets
+from memcap.stages.train import train_cell
 
 ARCHS = {"L1-d32": {"n_layer": 1, "d_model": 32, "n": 512},
          "L1-d16": {"n_layer": 1, "d_model": 16, "n": 256},

@@ -2,9 +2,9 @@
 
 Baseline: HF transformers `GPT2LMHeadModel` of the same shape (tied embeddings, n_positions S,
 no dropout), one model per seed, with a plain torch AdamW loop (fused, as memcap's Adam).
-memcap: all seeds of a cell as one `PackedGPT` stepped by `memcap.train.train_step` (gather,
-the loss of `memcap.train.training_loss`, backward, fused Adam), eager and, on CUDA, as the
-captured CUDA graph that `memcap.train` replays (`GraphStep`, the same step). Both measured in the
+memcap: all seeds of a cell as one `PackedGPT` stepped by `memcap.stages.train.train_step` (gather,
+the loss of `memcap.stages.train.training_loss`, backward, fused Adam), eager and, on CUDA, as the
+captured CUDA graph that `memcap.stages.train` replays (`GraphStep`, the same step). Both measured in the
 same process, on the same machine, with the same threads, batch and data. Prints tokens/s
 (training) and sequences/s (scoring) and the ratio memcap / baseline.
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from memcap.model import PackedGPT, n_heads, param_count, sequence_nll_bits  # noqa: E402
-from memcap.train import GraphStep, train_step, training_loss  # noqa: E402
+from memcap.loss import PackedGPT, n_heads, sequence_nll_bits  # noqa: E402
+from memcap.stages.train import GraphStep, train_step, training_loss  # noqa: E402
 
 SHAPES = "L1-d16,L2-d16,L1-d32"  # the default experiment's architectures above d 8
 
@@ -63,7 +63,7 @@ def hf_models(m: int, vocab: int, seq: int, n_layer: int, d: int, device: torch.
     for seed in range(m):
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(cfg).to(device)
-        assert sum(p.numel() for p in model.parameters()) == param_count(vocab, seq, n_layer, d)
+        assert sum(p.numel() for p in model.parameters()) == Shape(vocab, seq, n_layer, d).params
         models.append(model)
     return models
 
@@ -137,7 +137,7 @@ def bench_shape(n_layer: int, d: int, args, device: torch.device) -> dict:
     s_hf = time_steps(hf_score, 3, 1, device)
     seqs = M * args.score_n
     return {
-        "arch": f"L{n_layer}-d{d}", "params": param_count(V, S, n_layer, d),
+        "arch": f"L{n_layer}-d{d}", "params": Shape(V, S, n_layer, d).params,
         "train_tokens_per_s": {"memcap": tokens / t_memcap, "hf_baseline": tokens / t_hf,
                                "ratio": t_hf / t_memcap, **graph},
         "score_sequences_per_s": {"memcap": seqs / s_memcap, "hf_baseline": seqs / s_hf,

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from memcap.cell import Runtime, build_cell
-from memcap.config import KINDS, architecture, cells, shape
+from memcap.config import KINDS, arch_shape, architecture, cells, shape
 from memcap.corpus import ARTIFACTS
 from memcap.memory import cell_request_mb, compact_bytes, request_mb
 from memcap.paths import (AUDIT_TABLES, AUDIT_TARGET, BRACKET, CELL, COLLECTED,
@@ -14,7 +14,6 @@ from memcap.paths import (AUDIT_TABLES, AUDIT_TARGET, BRACKET, CELL, COLLECTED,
                           FITTED, ORACLE, ORACLE_RECORD, POOL, QUANTIZED, REGISTRY, REPORT, RUN,
                           SAME_ARCH, SAME_ARCH_RECORD, TABLES, TABLES_DIR, TEXT_STATS,
                           TOKENIZER, VERIFY_TABLE, table)
-from memcap.shapes import param_count
 from memcap.tokens import count_rows
 
 # conda environment of every job (--sdm conda): a CUDA build of PyTorch when the config asks
@@ -47,7 +46,7 @@ wildcard_constraints:
     seed=r"\d+",
     n=r"\d+",
     split="train|heldout",
-    arch=r"L\d+-d\d+",
+    arch=r"((llama|mamba)-)?L\d+-d\d+(-[a-z]+\d*)*",
     precision="bf16|fp32",
     scheme=r"bf16|(gptq-)?int[2-8](-g\d+)?",
 

@@ -16,15 +16,15 @@ checkpoint verify_plan:
         precision=VERIFY["precision"],
         seq_len=SYN["seq_len"],
         targets=VERIFY["targets"],
-        params=param_count(SYN["vocab_size"], SYN["seq_len"],
-                           architecture(config, VERIFY["arch"])["n_layer"],
-                           architecture(config, VERIFY["arch"])["d_model"]),
+        params=arch_shape(config, "synthetic", architecture(config, VERIFY["arch"])).params,
+        family=architecture(config, VERIFY["arch"])["family"],
     conda:
         ENV
     log:
         "results/logs/verify_plan.log",
     shell:
         "python -m memcap verify-plan --laws {input} --precision {params.precision}"
+        " --family {params.family}"
         " --params {params.params} --seq-len {params.seq_len} --targets {params.targets}"
         " --out {output} > {log} 2>&1"
 

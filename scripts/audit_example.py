@@ -43,7 +43,7 @@ def tokenizer(texts: list[str], out: Path):
     """A byte-level BPE of VOCAB tokens as a transformers tokenizer."""
     from transformers import PreTrainedTokenizerFast
 
-    from memcap.text import train_bpe
+    from memcap.stages.text import train_bpe
 
     train_bpe(texts, VOCAB, out)
     return PreTrainedTokenizerFast(tokenizer_file=str(out / "tokenizer.json"))

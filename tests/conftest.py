@@ -14,7 +14,7 @@ import pytest
 from memcap.cell import Cell, Runtime, TrainSpec, make_spec
 from memcap.config import defaults
 from memcap.corpus import ARTIFACTS, extract_documents, fetch_artifact
-from memcap.data import write_seed_datasets
+from memcap.stages.data import write_seed_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,51 +18,80 @@ from memcap import config
 from memcap.cell import Cell, Runtime, TrainSpec, spec_class
 
 PACKAGE = REPO / "src/memcap"
-# modules a rule runs as a stage (`memcap <stage>`); everything else is the library below them
-STAGES = {"data", "text", "train", "score", "evaluate", "quantize", "reference", "aggregate",
-          "laws", "figures", "report", "verify", "predict"}
-ENTRY = {"cli", "__main__", "__init__"}
+ENTRY = {"memcap.cli", "memcap.__main__", "memcap"}
+# the layers, read from the folders: memcap/stages/ (what the rules run), memcap/models/ (one
+# module per family behind memcap.models.base), and the library (everything else) below them
+LAYERS = ("library", "models", "stages")
+
+
+def module_name(path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ("stages", "models") else "library"
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+STAGES = sorted(n for n in MODULES if layer(n) == "stages" and n != "memcap.stages")
+FAMILIES = sorted(n for n in MODULES if layer(n) == "models"
+                  and n.rsplit(".", 1)[-1] not in ("models", "base", "causal_lm"))
 
 
 def memcap_imports(path) -> set[str]:
-    """The memcap modules a file imports, at top level or inside functions."""
+    """The memcap modules a file imports, at top level or inside functions, by full name."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("memcap"):
-            parts = node.module.split(".")
-            if len(parts) > 1:
-                found.add(parts[1])
-            else:  # from memcap import x
-                found.update(alias.name for alias in node.names)
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names
+                         if f"{node.module}.{a.name}" in MODULES)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names
-                         if a.name.startswith("memcap."))
+            found.update(a.name for a in node.names if a.name.startswith("memcap."))
     return found
 
 
-def modules() -> dict[str, object]:
-    return {p.stem: p for p in PACKAGE.glob("*.py")} | {
-        p.parent.name: p for p in PACKAGE.glob("*/__init__.py")}
+def test_the_folders_hold_the_stages_and_families():
+    assert {n.rsplit(".", 1)[-1] for n in STAGES} >= {
+        "data", "text", "train", "score", "evaluate", "quantize", "reference", "aggregate",
+        "laws", "figures", "report", "verify", "predict", "audit", "bracket"}
+    assert [n.rsplit(".", 1)[-1] for n in FAMILIES] == ["gpt2", "llama", "mamba"]
+    from memcap.models import FAMILIES as REGISTERED
+    from memcap.shapes import FAMILIES as DECLARED
+
+    assert sorted(REGISTERED) == sorted(DECLARED) == ["gpt2", "llama", "mamba"]
 
 
-def test_every_module_is_a_stage_or_library():
-    assert STAGES <= set(modules()), STAGES - set(modules())
+def test_every_stage_is_a_command_of_the_cli():
+    """The rules run stages through `memcap <command>`: every module in stages/ is one."""
+    assert set(STAGES) <= memcap_imports(PACKAGE / "cli.py"), \
+        set(STAGES) - memcap_imports(PACKAGE / "cli.py")
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_no_stage_imports_another_stage(stage):
-    imported = memcap_imports(PACKAGE / f"{stage}.py")
-    assert not (imported & STAGES) - {stage}, f"memcap.{stage} imports stage(s) " \
-        f"{sorted((imported & STAGES) - {stage})}"
+@pytest.mark.parametrize("name", sorted(set(MODULES) - ENTRY))
+def test_a_module_imports_only_layers_below_it(name):
+    """stages import the library and the models, never another stage; the models import the
+    library, never a stage; a family module imports no other family; the library imports
+    neither models nor stages."""
+    mine = layer(name)
+    for other in memcap_imports(MODULES[name]) - {name}:
+        theirs = layer(other)
+        assert LAYERS.index(theirs) < LAYERS.index(mine) or theirs == mine != "stages", \
+            f"{name} ({mine}) imports {other} ({theirs})"
+        if name in FAMILIES:
+            assert other not in FAMILIES, f"family {name} imports family {other}"
 
 
-def test_the_library_imports_no_stage():
-    for name, path in modules().items():
-        if name in STAGES or name in ENTRY:
-            continue
-        files = [path] if path.name != "__init__.py" else list(path.parent.glob("*.py"))
-        for f in files:
-            assert not memcap_imports(f) & STAGES, f"library module {f.name} imports a stage"
+def test_the_stages_and_trainer_name_no_family():
+    """The trainer and the stages know no family: they build and load models through
+    memcap.models and never import a family module or name a family class."""
+    for name in STAGES:
+        source = MODULES[name].read_text()
+        assert not memcap_imports(MODULES[name]) & set(FAMILIES), name
+        for cls in ("PackedGPT", "PackedLlama", "PackedMamba"):
+            assert cls not in source, f"{name} names {cls}"
 
 
 def loaded(imports: str) -> list[str]:
@@ -75,7 +104,7 @@ def loaded(imports: str) -> list[str]:
 
 
 def test_figures_load_neither_torch_nor_duckdb():
-    assert loaded("import memcap.figures") == []
+    assert loaded("import memcap.stages.figures") == []
 
 
 def test_the_dag_build_loads_neither_torch_nor_duckdb():
@@ -91,7 +120,8 @@ def test_train_spec_is_the_shape_and_the_schemas_train_section():
     train = config.schema()["properties"]["train"]["properties"]
     fields = [f.name for f in dataclasses.fields(TrainSpec)]
     # budget keys (x-budget) are resolved into `steps`, not fields of the spec
-    assert fields == ["vocab_size", "seq_len", "n_layer", "d_model", "precision", "n",
+    assert fields == ["vocab_size", "seq_len", "n_layer", "d_model", "family", "options",
+                      "precision", "n",
                       *[k for k, v in train.items() if not v.get("x-budget")]]
     assert config.budget_keys() == {"min_passes", "tokens_per_param", "max_steps"}
     # defaults live in the schema only: no record carries one of its own

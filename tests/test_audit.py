@@ -19,8 +19,8 @@ import torch
 import yaml
 
 from conftest import REPO, snakemake
-from memcap.audit import AuditError, write_samples
-from memcap.causal_lm import ModelDirError, load_causal_lm
+from memcap.models.causal_lm import ModelDirError, load_causal_lm
+from memcap.stages.audit import AuditError, write_samples
 from memcap.tokens import read_tokens
 
 pytest.importorskip("transformers")
@@ -223,16 +223,17 @@ def test_a_memcap_run_exported_and_audited(documents, tmp_path):
     checkpoint codes its samples as memcap does, and its own training and held-out samples,
     exported as text, audit as members and non-members."""
     from conftest import CPU, make_cell, small_spec
-    from memcap.model import load_packed, sequence_nll_bits
-    from memcap.text import (
+    from memcap.loss import sequence_nll_bits
+    from memcap.models import load_packed
+    from memcap.stages.text import (
         assign_splits,
         build_pool,
         documents_frame,
         train_bpe,
         write_text_dataset,
     )
+    from memcap.stages.train import train_cell
     from memcap.tokenizer import load_tokenizer
-    from memcap.train import train_cell
 
     docs = assign_splits(documents_frame(documents("moby_dick"), corpus="moby_dick"), 0.2, 0)
     train_bpe(docs.filter(docs["split"] == "train")["text"].to_list(), 320, tmp_path / "tok")
@@ -251,14 +252,14 @@ def test_a_memcap_run_exported_and_audited(documents, tmp_path):
                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert out.returncode == 0, out.stderr[-2000:]
     _, tokens = read_tokens(data)
-    ours = sequence_nll_bits(load_packed(spec, [run / "model.safetensors"],
+    ours = sequence_nll_bits(load_packed(spec.shape, [run / "model.safetensors"],
                                          torch.device("cpu")),
                              torch.from_numpy(tokens[None].astype(np.int64)), 64)[0].numpy()
     theirs = load_causal_lm(tmp_path / "hf", "t", 16, torch.device("cpu"), native=False)
     assert theirs.loader == "transformers"
     assert np.abs(theirs.nll_bits(tokens, 64) - ours).max() < 1e-3
     # the run's samples as documents (what export-run --documents writes), audited
-    from memcap.causal_lm import export_documents
+    from memcap.models.causal_lm import export_documents
     for name, path in (("members", data), ("nonmembers", held)):
         assert export_documents(path, tmp_path / "tok", tmp_path / f"docs/{name}.jsonl") == 128
     config = {"synthetic": {"enabled": False}, "text": {"enabled": False},
@@ -362,7 +363,7 @@ def test_a_bad_reference_is_flagged_and_its_floor_removed(built, documents, tmp_
     assert audit.index("Reference warning") < audit.index("Excess memorization")
     # audit.require_good_reference: the same evaluation stops, naming the reference
     from conftest import CPU, evaluate_settings
-    from memcap.audit import evaluate_target
+    from memcap.stages.audit import evaluate_target
     results = tmp_path / "wf/results/audit"
     with pytest.raises(AuditError, match=r"audit.require_good_reference.*bad-reference"):
         evaluate_target("gpt2-untouched", str(built["gpt2-untouched"]),
@@ -425,10 +426,11 @@ def test_one_evaluation_path_for_the_grid_and_the_audit(tmp_path, quiet):
     import polars as pl
 
     from conftest import CPU, evaluate_settings, make_cell, small_spec, write_data
-    from memcap import audit, evaluate, evaluation
+    from memcap import evaluation
     from memcap.io import read_json
-    from memcap.score import score_cell
-    from memcap.train import train_cell
+    from memcap.stages import audit, evaluate
+    from memcap.stages.score import score_cell
+    from memcap.stages.train import train_cell
     spec = small_spec(n=32, steps=200)
     train, held = write_data(tmp_path / "data", spec, [0])
     cell = make_cell(tmp_path, spec, [0], train, held)

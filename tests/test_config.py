@@ -13,7 +13,7 @@ from memcap.config import (
     train_spec,
     validate_config,
 )
-from memcap.shapes import param_count
+from memcap.shapes import Shape
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_the_paper_shape_configs_put_n_on_both_sides_of_each_capacity():
         assert (cfg["synthetic"]["vocab_size"], cfg["synthetic"]["seq_len"]) == (2048, 64)
         assert cfg["train"]["schedule"] == "plateau" and not cfg["text"]["enabled"]
         for a in cfg["architectures"]:
-            capacity_n = 3.6 * param_count(2048, 64, a["n_layer"], a["d_model"]) / (63 * 11)
+            capacity_n = 3.6 * Shape(2048, 64, a["n_layer"], a["d_model"]).params / (63 * 11)
             assert min(a["dataset_sizes"]) < capacity_n < max(a["dataset_sizes"]), a
 
 
@@ -58,7 +58,7 @@ def test_paper_text_config_is_the_papers_text_setup():
     assert cfg["text"]["seq_len"] == 64
     archs = [(a["n_layer"], a["d_model"]) for a in cfg["text"]["architectures"]]
     assert archs == [(8, 32), (8, 64), (8, 128), (8, 256)]
-    assert [param_count(50257, 64, L, d) for L, d in archs] == [
+    assert [Shape(50257, 64, L, d).params for L, d in archs] == [
         1_711_968, 3_620_544, 8_027_520, 19_200_768]
     sizes = cfg["text"]["dataset_sizes"]
     assert all(n & (n - 1) == 0 for n in sizes)
@@ -105,7 +105,7 @@ def test_paper_config_is_the_papers_grid():
     assert steps["L1-d32", 2**12] == 2000  # the floor
     assert steps["L1-d32", 2**20] == 250 * 2**20 // 2048
     assert steps["L1-d32", 2**23] == steps["L8-d256", 2**23] == 10**6  # the cap
-    p = param_count(2048, 64, 8, 256)  # 1,000 tokens per parameter
+    p = Shape(2048, 64, 8, 256).params  # 1,000 tokens per parameter
     assert steps["L8-d256", 2**12] == math.ceil(1000 * p / (2048 * 64))
 
 
@@ -219,7 +219,7 @@ def test_budget_follows_model_size_within_a_cap(cfg):
     def steps(arch, n):
         return train_spec(out, "synthetic", arch, "fp32", n)["steps"]
 
-    p8, p32 = (param_count(64, seq, 1, d) for d in (8, 32))
+    p8, p32 = (Shape(64, seq, 1, d).params for d in (8, 32))
     # at least 200 tokens per parameter: the larger model gets the larger budget
     assert steps("L1-d8", 512) == math.ceil(200 * p8 / (64 * seq))  # 162
     assert steps("L1-d32", 512) == math.ceil(200 * p32 / (64 * seq))  # 1,547

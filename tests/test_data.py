@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from memcap.data import write_synthetic
+from memcap.stages.data import write_synthetic
 from memcap.streams import uniform_tokens
 from memcap.tokens import HELDOUT_ID_OFFSET, read_tokens
 

@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 
 from conftest import CPU, evaluate_settings, make_cell, small_spec, write_data
-from memcap.evaluate import evaluate_cell
 from memcap.io import read_json
 from memcap.metrics import attack_metrics, auc, f1_median, roc_curve, spearman, tfidf
-from memcap.score import score_cell
-from memcap.train import train_cell
+from memcap.stages.evaluate import evaluate_cell
+from memcap.stages.score import score_cell
+from memcap.stages.train import train_cell
 
 
 def test_metrics_on_separable_and_identical_scores():

@@ -4,8 +4,8 @@ counts, so a figure's size does not grow with the number of samples."""
 import numpy as np
 import polars as pl
 
-from memcap.figures import ROC_POINTS, histogram, spread, thin_roc
 from memcap.metrics import roc_curve
+from memcap.stages.figures import ROC_POINTS, histogram, spread, thin_roc
 
 
 def test_thinned_roc_keeps_the_curve_with_bounded_points():

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import make_cell, runtime, small_spec, write_data
-from memcap.train import train_cell
+from memcap.stages.train import train_cell
 
 CUDA = runtime(device="cuda")
 

@@ -5,7 +5,12 @@ import polars as pl
 import pytest
 
 from memcap.config import defaults, run_id
-from memcap.laws import bootstrap_capacity, capacity_table, fit_capacity_laws, slope_through_origin
+from memcap.stages.laws import (
+    bootstrap_capacity,
+    capacity_table,
+    fit_capacity_laws,
+    slope_through_origin,
+)
 
 
 def laws_settings(**overrides) -> dict:
@@ -96,8 +101,8 @@ def test_mia_law_with_the_papers_constants_reproduces_its_table():
 
 
 def test_mia_law_fit_recovers_known_constants():
-    from memcap.laws import fit_mia_curve
     from memcap.quantities import mia_f1
+    from memcap.stages.laws import fit_mia_curve
 
     x = np.geomspace(1e-3, 0.3, 30)
     y = mia_f1(x, 1.2, 50.0, 0.05) + np.random.default_rng(0).normal(0, 0.005, x.size)
@@ -150,7 +155,7 @@ def test_a_bracket_needs_its_neighbours_trained_to_their_plateau():
 
 
 def test_the_next_n_doubles_the_grid_up_to_the_predicted_capacity():
-    from memcap.laws import next_bracket_n
+    from memcap.stages.laws import next_bracket_n
 
     assert next_bracket_n(64, 16, 256, predicted_n=100.0) is None  # inside the grid
     assert next_bracket_n(256, 16, 256, predicted_n=100.0) == 512  # past the prediction

@@ -14,13 +14,19 @@ import polars as pl
 import pytest
 
 from conftest import CPU, evaluate_settings, make_cell, small_spec
-from memcap.evaluate import evaluate_cell
 from memcap.metrics import allocate, auc_standard_error, draw_sets
-from memcap.reference import score_reference
-from memcap.score import score_cell
-from memcap.text import assign_splits, build_pool, documents_frame, train_bpe, write_text_dataset
+from memcap.stages.evaluate import evaluate_cell
+from memcap.stages.reference import score_reference
+from memcap.stages.score import score_cell
+from memcap.stages.text import (
+    assign_splits,
+    build_pool,
+    documents_frame,
+    train_bpe,
+    write_text_dataset,
+)
+from memcap.stages.train import train_cell
 from memcap.tokenizer import load_tokenizer
-from memcap.train import train_cell
 
 CORPORA = ("moby_dick", "spam_assassin")  # literary prose and 2002 e-mail: unlike difficulty
 HELDOUT = 512

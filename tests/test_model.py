@@ -1,28 +1,30 @@
 import pytest
 import torch
 
-from memcap.model import PackedGPT, param_count, sequence_nll_bits
+from memcap.loss import sequence_nll_bits
+from memcap.models import PackedGPT
+from memcap.shapes import Shape
 
 
 def test_param_count_matches_the_papers_counts():
-    assert param_count(2048, 64, 1, 32) == 80_352
-    assert param_count(2048, 64, 2, 128) == 667_136
-    assert param_count(2048, 64, 8, 256) == 6_859_264
+    assert Shape(2048, 64, 1, 32).params == 80_352
+    assert Shape(2048, 64, 2, 128).params == 667_136
+    assert Shape(2048, 64, 8, 256).params == 6_859_264
     # the text models of the paper (GPT-2 tokenizer, 8 layers)
-    assert [param_count(50257, 64, 8, d) for d in (32, 64, 128, 256)] == [
+    assert [Shape(50257, 64, 8, d).params for d in (32, 64, 128, 256)] == [
         1_711_968, 3_620_544, 8_027_520, 19_200_768]
 
 
 def test_built_model_has_exactly_p_parameters():
     for n_layer, d in ((1, 32), (2, 128), (8, 256)):
-        model = PackedGPT(1, 2048, 64, n_layer, d, max(1, d // 16))
-        assert sum(p.numel() for p in model.parameters()) == param_count(2048, 64, n_layer, d)
-    packed = PackedGPT(3, 64, 32, 1, 16, 1)
-    assert packed.params_per_model() == param_count(64, 32, 1, 16)
+        model = PackedGPT(1, Shape(2048, 64, n_layer, d))
+        assert sum(p.numel() for p in model.parameters()) == Shape(2048, 64, n_layer, d).params
+    packed = PackedGPT(3, Shape(64, 32, 1, 16))
+    assert packed.params_per_model() == Shape(64, 32, 1, 16).params
 
 
 def test_attention_is_causal():
-    model = PackedGPT(2, 32, 12, 2, 16, 2)
+    model = PackedGPT(2, Shape(32, 12, 2, 16, 16 // 2))
     model.init_weights([0, 1])
     idx = torch.randint(0, 32, (2, 3, 12), generator=torch.Generator().manual_seed(0))
     changed = idx.clone()
@@ -33,9 +35,9 @@ def test_attention_is_causal():
 
 
 def test_packed_models_are_independent_and_match_single_models():
-    packed = PackedGPT(2, 32, 8, 1, 16, 1)
+    packed = PackedGPT(2, Shape(32, 8, 1, 16))
     packed.init_weights([3, 4])
-    single = PackedGPT(1, 32, 8, 1, 16, 1)
+    single = PackedGPT(1, Shape(32, 8, 1, 16))
     single.init_weights([4])
     assert torch.equal(packed.wte[1], single.wte[0])
     idx = torch.randint(0, 32, (2, 5, 8), generator=torch.Generator().manual_seed(1))
@@ -46,7 +48,7 @@ def test_packed_models_are_independent_and_match_single_models():
 
 def test_untrained_code_length_is_near_uniform():
     # an initialised GPT-2 predicts nearly uniformly: nll ≈ (S−1)·log2 V
-    model = PackedGPT(1, 64, 16, 1, 16, 1)
+    model = PackedGPT(1, Shape(64, 16, 1, 16))
     model.init_weights([0])
     idx = torch.randint(0, 64, (1, 50, 16), generator=torch.Generator().manual_seed(2))
     bits = sequence_nll_bits(model, idx, batch_size=16)
@@ -58,21 +60,21 @@ def test_train_flops_per_token_and_peaks():
     from memcap.shapes import peak_flops, train_flops_per_token
 
     # L2-d128, V 2048, S 64: 3 × (2·(2·12·128² + 4·64·128) + 2·2048·128)
-    assert train_flops_per_token(2048, 64, 2, 128) == 3 * (2 * (24 * 128**2 + 4 * 64 * 128)
+    assert train_flops_per_token(Shape(2048, 64, 2, 128)) == 3 * (2 * (24 * 128**2 + 4 * 64 * 128)
                                                           + 2 * 2048 * 128)
     assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989.4e12
     assert peak_flops("Some other GPU", "fp32") is None
 
 
 def _trained_pair():
-    model = PackedGPT(2, 64, 16, 1, 16, 1)
+    model = PackedGPT(2, Shape(64, 16, 1, 16))
     model.init_weights([0, 1])
     idx = torch.randint(0, 64, (2, 10, 16), generator=torch.Generator().manual_seed(3))
     return model, idx
 
 
 def test_chunked_loss_equals_the_whole_batch_loss_and_gradients():
-    from memcap.model import mean_token_nll, sequences_per_chunk
+    from memcap.loss import mean_token_nll, sequences_per_chunk
 
     model, idx = _trained_pair()
     # a limit of 3 sequences per chunk: chunks of 3, 3, 3 and 1 over B = 10
@@ -95,7 +97,7 @@ def test_chunked_loss_equals_the_whole_batch_loss_and_gradients():
 
 
 def test_scoring_lowers_its_batch_for_large_logits():
-    from memcap.model import sequences_per_chunk
+    from memcap.loss import sequences_per_chunk
 
     model, idx = _trained_pair()
     full = sequence_nll_bits(model, idx, batch_size=10)
@@ -106,7 +108,7 @@ def test_scoring_lowers_its_batch_for_large_logits():
 
 
 def _loss_and_grads(model, idx, fused, weights=None):
-    from memcap.model import mean_token_nll
+    from memcap.loss import mean_token_nll
 
     model.zero_grad()
     loss = mean_token_nll(model, model.hidden(idx), idx, fused=fused)
@@ -123,9 +125,9 @@ def _loss_and_grads(model, idx, fused, weights=None):
 ])
 def test_fused_loss_equals_the_logits_loss_and_its_gradients(n_models, vocab, batch, seq,
                                                              d_model):
-    from memcap.model import fused_block_rows
+    from memcap.loss import fused_block_rows
 
-    model = PackedGPT(n_models, vocab, seq, 1, d_model, max(1, d_model // 16))
+    model = PackedGPT(n_models, Shape(vocab, seq, 1, d_model))
     model.init_weights(list(range(n_models)))
     g = torch.Generator().manual_seed(vocab + batch)
     idx = torch.randint(0, vocab, (n_models, batch, seq), generator=g)
@@ -141,7 +143,7 @@ def test_fused_loss_equals_the_logits_loss_and_its_gradients(n_models, vocab, ba
 
 
 def test_fused_loss_is_the_default_on_a_cpu_and_any_block_size_gives_it():
-    from memcap.model import fused_mean_token_nll, mean_token_nll
+    from memcap.loss import fused_mean_token_nll, mean_token_nll
 
     model, idx = _trained_pair()
     h = model.hidden(idx)
@@ -152,7 +154,7 @@ def test_fused_loss_is_the_default_on_a_cpu_and_any_block_size_gives_it():
 
 
 def test_fused_loss_under_autocast_is_the_fp32_loss_of_its_inputs():
-    from memcap.model import mean_token_nll
+    from memcap.loss import mean_token_nll
 
     model, idx = _trained_pair()
     h16 = model.hidden(idx).detach().bfloat16()
@@ -176,19 +178,19 @@ def test_fused_loss_under_autocast_is_the_fp32_loss_of_its_inputs():
 
 
 def test_fused_loss_trains_as_the_logits_loss_through_adam():
-    from memcap.train import train_step, training_loss
+    from memcap.stages.train import train_step, training_loss
 
     idx = torch.randint(0, 2048, (2, 24, 20), generator=torch.Generator().manual_seed(5))
     data = idx  # (M, N, S): every step draws from these sequences
     params = []
     for fused in (False, True):
-        model = PackedGPT(2, 2048, 20, 1, 16, 1)
+        model = PackedGPT(2, Shape(2048, 20, 1, 16))
         model.init_weights([7, 8])
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
         loss_fn = training_loss(model, torch.device("cpu"), "fp32")
         if not fused:
             def loss_fn(batch, model=model):
-                from memcap.model import mean_token_nll
+                from memcap.loss import mean_token_nll
                 return mean_token_nll(model, model.hidden(batch), batch, fused=False)
         losses = []
         for step in range(4):
@@ -202,9 +204,9 @@ def test_fused_loss_trains_as_the_logits_loss_through_adam():
 
 
 def test_fused_scores_equal_the_logits_scores():
-    from memcap.model import sequence_scores
+    from memcap.loss import sequence_scores
 
-    model = PackedGPT(2, 2048, 16, 1, 16, 1)
+    model = PackedGPT(2, Shape(2048, 16, 1, 16))
     model.init_weights([0, 1])
     toks = torch.randint(0, 2048, (2, 21, 16), generator=torch.Generator().manual_seed(4))
     ref_nll, ref_k = sequence_scores(model, toks, 8, min_k_frac=0.2, fused=False)

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from conftest import CPU, make_cell, small_spec, write_data
-from memcap.model import PackedGPT
+from memcap.models import PackedGPT
 from memcap.optim import Optimizers, PackedMuon, make_optimizer, muon_parameters, orthogonalize
-from memcap.train import train_cell
+from memcap.shapes import Shape
+from memcap.stages.train import train_cell
 
 
 def test_orthogonalize_gives_each_model_a_near_orthogonal_matrix_of_its_own():
@@ -43,7 +44,7 @@ def test_packed_muon_step_is_torch_muons_update_per_model():
 
 
 def test_muon_takes_the_block_matrices_and_adam_the_rest():
-    model = PackedGPT(2, 32, 8, 2, 16, 1)
+    model = PackedGPT(2, Shape(32, 8, 2, 16))
     names = set(muon_parameters(model))
     assert names == {f"blocks.{i}.{w}" for i in range(2)
                      for w in ("attn_w", "attn_proj_w", "fc_w", "fc_proj_w")}

@@ -18,7 +18,7 @@ from memcap.plateau import (
 def plateau_lr(steps: np.ndarray, peak: float = 0.03, warmup: int = 400,
                decay_from: int | None = None, decay: int = 0) -> np.ndarray:
     """The logged rate at each evaluation: linear warmup, constant, then (from decay_from)
-    a cosine decay to 0 over `decay` steps, as memcap.train.lr_at."""
+    a cosine decay to 0 over `decay` steps, as memcap.stages.train.lr_at."""
     s = np.maximum(steps - 1, 0).astype(float)
     lr = np.where(s < warmup, peak * (s + 1) / warmup, peak)
     if decay_from is not None:

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import REPO
 from memcap.paper import PAPER_MIA
-from memcap.predict import fitted_constants, law_kind, predict
 from memcap.quantities import verify_verdict
-from memcap.verify import plan, summarize
+from memcap.stages.predict import fitted_constants, law_kind, predict
+from memcap.stages.verify import plan, summarize
 
 
 def test_predict_with_the_papers_constants():

@@ -10,9 +10,9 @@ import torch
 
 from conftest import CPU, evaluate_settings, make_cell, small_spec, write_data
 from memcap.config import ConfigError, load_config, validate_config
-from memcap.evaluate import evaluate_cell
 from memcap.io import read_json
-from memcap.model import PackedGPT, input_axes, load_packed, save_model, sequence_nll_bits
+from memcap.loss import sequence_nll_bits
+from memcap.models import PackedGPT, load_packed, save_model
 from memcap.quantization import (
     QuantizedMatrix,
     Scheme,
@@ -24,9 +24,11 @@ from memcap.quantization import (
     save_quantized,
     torchao_dequantize,
 )
-from memcap.quantize import quantize_cell
-from memcap.score import score_cell
-from memcap.train import train_cell
+from memcap.shapes import Shape
+from memcap.stages.evaluate import evaluate_cell
+from memcap.stages.quantize import quantize_cell
+from memcap.stages.score import score_cell
+from memcap.stages.train import train_cell
 
 INT_SCHEMES = ["int8", "int4", "int4-g8", "int3-g8", "int2-g8", "int2"]
 
@@ -104,7 +106,7 @@ def _on_int8_grid(model: PackedGPT) -> None:
     """Put every weight matrix on a per-row int8 grid that asymmetric RTN keeps: each row's
     integers span 0..255 around a zero point, with a power-of-two scale (exact in fp16)."""
     g = torch.Generator().manual_seed(1)
-    axes = input_axes({k: v[0] for k, v in model.state_dict().items()})
+    axes = model.input_axes({k: v[0] for k, v in model.state_dict().items()})
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name not in axes:
@@ -119,23 +121,24 @@ def _on_int8_grid(model: PackedGPT) -> None:
 
 def test_a_scheme_that_keeps_every_weight_scores_as_the_original(tmp_path):
     spec = small_spec(vocab_size=32, d_model=16)
-    model = PackedGPT(1, spec.vocab_size, spec.seq_len, 1, 16, 1)
+    model = PackedGPT(1, Shape(spec.vocab_size, spec.seq_len, 1, 16))
     model.init_weights([0])
     _on_int8_grid(model)
     save_model(model, 0, tmp_path / "trained.safetensors")
     state = read_state(tmp_path / "trained.safetensors")
-    record = save_quantized(state, input_axes(state), Scheme.parse("int8"),
+    record = save_quantized(state, PackedGPT.input_axes(state), Scheme.parse("int8"),
                             tmp_path / "int8.safetensors")
     assert record["max_error_steps"] == 0.0 and record["torchao_max_abs_diff"] == 0.0
     tokens = torch.randint(0, spec.vocab_size, (1, 64, spec.seq_len))
-    trained = load_packed(spec, [tmp_path / "trained.safetensors"], torch.device("cpu"))
-    quantized = load_packed(spec, [tmp_path / "int8.safetensors"], torch.device("cpu"))
+    trained = load_packed(spec.shape, [tmp_path / "trained.safetensors"], torch.device("cpu"))
+    quantized = load_packed(spec.shape, [tmp_path / "int8.safetensors"], torch.device("cpu"))
     a = sequence_nll_bits(trained, tokens, 64)
     b = sequence_nll_bits(quantized, tokens, 64)
     assert float((a - b).abs().max()) < 1e-3
     # int4 on the same weights loses information: the scores move
-    save_quantized(state, input_axes(state), Scheme.parse("int4"), tmp_path / "int4.safetensors")
-    c = sequence_nll_bits(load_packed(spec, [tmp_path / "int4.safetensors"],
+    save_quantized(state, PackedGPT.input_axes(state), Scheme.parse("int4"),
+                   tmp_path / "int4.safetensors")
+    c = sequence_nll_bits(load_packed(spec.shape, [tmp_path / "int4.safetensors"],
                                       torch.device("cpu")), tokens, 64)
     assert float((a - c).abs().max()) > 1e-2
 

@@ -27,9 +27,9 @@ from safetensors.torch import load_file
 
 from conftest import CPU, REPO, SNAKEMAKE, make_cell
 from memcap.cell import TrainSpec
-from memcap.data import write_synthetic
 from memcap.io import read_json
-from memcap.train import train_cell
+from memcap.stages.data import write_synthetic
+from memcap.stages.train import train_cell
 
 SCRIPT = REPO / "scripts/slurm-local.sh"
 # rules that run where Snakemake runs, never as SLURM jobs

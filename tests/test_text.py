@@ -15,10 +15,10 @@ import pytest
 
 from conftest import CPU, make_cell, small_spec
 from memcap.corpus import tokenizer_files
-from memcap.laws import double_descent
-from memcap.reference import choose_oracle, score_reference
-from memcap.score import score_cell
-from memcap.text import (
+from memcap.stages.laws import double_descent
+from memcap.stages.reference import choose_oracle, score_reference
+from memcap.stages.score import score_cell
+from memcap.stages.text import (
     TextDataError,
     assign_splits,
     build_pool,
@@ -29,9 +29,9 @@ from memcap.text import (
     train_bpe,
     write_text_dataset,
 )
+from memcap.stages.train import train_cell
 from memcap.tokenizer import load_tokenizer
 from memcap.tokens import HELDOUT_ID_OFFSET, read_tokens
-from memcap.train import train_cell
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import memcap.train as train_mod
+import memcap.stages.train as train_mod
 from conftest import CPU, REPO, make_cell, runtime, small_spec, write_data
 from memcap.cell import Preempted
 from memcap.io import read_json
-from memcap.score import score_cell
-from memcap.train import (
+from memcap.stages.score import score_cell
+from memcap.stages.train import (
     EpochSampler,
     NonFiniteLossError,
     decay_steps,

@@ -26,12 +26,16 @@ from typing import Any
 from memcap import config as cfg
 from memcap import paths
 from memcap.quantities import memorizable_bits
-from memcap.shapes import param_count
+from memcap.shapes import DEFAULT_FAMILY, Shape, resolve_options
 
-# data and model shape; the training settings follow from the schema
+# data and model shape (the family and its resolved options: memcap.shapes); the training
+# settings follow from the schema
 SHAPE_FIELDS: tuple[tuple[str, type], ...] = (
     ("vocab_size", int), ("seq_len", int), ("n_layer", int), ("d_model", int),
-    ("precision", str), ("n", int))
+    ("family", str), ("options", dict), ("precision", str), ("n", int))
+# A gpt2 cell's records leave out its family and (empty) options: they read as they did
+# before families existed, so a gpt2 grid's rules and checkpoints are unchanged.
+FAMILY_FIELDS = ("family", "options")
 _JSON_TYPES = {"integer": int, "number": float, "boolean": bool, "string": str}
 
 
@@ -47,10 +51,21 @@ class _SpecMethods:
             raise ValueError(f"train.steps must be >= 0, got {self.steps}")
         if not (math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"train.lr must be a finite number >= 0, got {self.lr}")
+        # options resolved (every option of the family, defaults filled in); a family,
+        # option or width no model can take raises here
+        object.__setattr__(self, "options",
+                           resolve_options(self.family, self.d_model, dict(self.options)))
+        self.shape  # noqa: B018
+
+    @property
+    def shape(self) -> Shape:
+        """The model: family, data shape, size and options (memcap.shapes.Shape)."""
+        return Shape(self.vocab_size, self.seq_len, self.n_layer, self.d_model, self.head_dim,
+                     self.family, self.options)
 
     @property
     def params(self) -> int:
-        return param_count(self.vocab_size, self.seq_len, self.n_layer, self.d_model)
+        return self.shape.params
 
     @property
     def batch(self) -> int:
@@ -79,11 +94,29 @@ def spec_class(schema: dict) -> type:
 TrainSpec = spec_class(cfg.schema())
 
 
+def spec_record(spec: TrainSpec) -> dict[str, Any]:
+    """A spec as the JSON the rules pass and checkpoints compare: a gpt2 spec without its
+    family fields (FAMILY_FIELDS)."""
+    record = dataclasses.asdict(spec)
+    if spec.family == DEFAULT_FAMILY:
+        for key in FAMILY_FIELDS:
+            del record[key]
+    return record
+
+
+def spec_from_record(record: dict[str, Any]) -> TrainSpec:
+    """A spec from spec_record's JSON or a run record (extra keys ignored); a record without
+    a family is a gpt2's."""
+    values = {"family": DEFAULT_FAMILY, "options": {}, **record}
+    return TrainSpec(**{f.name: values[f.name] for f in dataclasses.fields(TrainSpec)})
+
+
 def make_spec(**values: Any) -> TrainSpec:
     """A TrainSpec from the schema's `train` defaults and `values` (for scripts and tests that
     build cells outside the workflow)."""
     budget = cfg.budget_keys()
-    return TrainSpec(**{k: v for k, v in {**cfg.defaults("train"), **values}.items()
+    return TrainSpec(**{k: v for k, v in {**cfg.defaults("train"), "family": DEFAULT_FAMILY,
+                                          "options": {}, **values}.items()
                         if k not in budget})
 
 
@@ -136,7 +169,9 @@ class Cell:
 
     @property
     def arch(self) -> str:
-        return cfg.arch_id({"n_layer": self.spec.n_layer, "d_model": self.spec.d_model})
+        s = self.spec
+        return cfg.arch_id({"family": s.family, "n_layer": s.n_layer, "d_model": s.d_model,
+                            **s.options})
 
     @property
     def run_ids(self) -> list[str]:
@@ -166,7 +201,7 @@ class Cell:
             run_dirs=tuple(paths.QUANTIZED.format(**coords, seed=seed) for seed in self.seeds))
 
     def to_json(self) -> str:
-        record = dataclasses.asdict(self)
+        record = {**dataclasses.asdict(self), "spec": spec_record(self.spec)}
         if self.scheme is None:  # a trained cell's JSON (its rules' params) as it always was
             del record["scheme"], record["trained_dirs"]
         return json.dumps(record, sort_keys=True)
@@ -175,7 +210,7 @@ class Cell:
     def from_json(cls, text: str) -> Cell:
         try:
             record = json.loads(text)
-            return cls(**{**record, "spec": TrainSpec(**record["spec"]),
+            return cls(**{**record, "spec": spec_from_record(record["spec"]),
                           "trained_dirs": tuple(record.get("trained_dirs", ()))})
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"not a cell record ({err}); expected the JSON the rules pass "

@@ -69,7 +69,7 @@ def _runtime(a: argparse.Namespace):
          arg("--n", type=int, required=True), arg("--seq-len", type=int, required=True),
          arg("--vocab-size", type=int, required=True), arg("--out", type=Path, required=True))
 def cmd_data(a: argparse.Namespace) -> None:
-    from memcap.data import write_synthetic
+    from memcap.stages.data import write_synthetic
 
     write_synthetic(a.out, seed=a.seed, split=a.split, n=a.n, seq_len=a.seq_len,
                     vocab_size=a.vocab_size)
@@ -81,7 +81,7 @@ def cmd_data(a: argparse.Namespace) -> None:
          arg("--artifact", required=True), arg("--cache-dir", type=Path, required=True),
          arg("--out", type=Path, required=True, help="JSON record of the artifact"))
 def cmd_fetch(a: argparse.Namespace) -> None:
-    from memcap.text import fetch
+    from memcap.stages.text import fetch
 
     print(fetch(a.artifact, a.cache_dir, a.out))
 
@@ -93,7 +93,7 @@ def cmd_fetch(a: argparse.Namespace) -> None:
          arg("--split-seed", type=int, required=True),
          arg("--cache-dir", type=Path, required=True), arg("--out", type=Path, required=True))
 def cmd_documents(a: argparse.Namespace) -> None:
-    from memcap.text import write_documents
+    from memcap.stages.text import write_documents
 
     print(write_documents(a.source, a.cache_dir, a.heldout_fraction, a.split_seed, a.out))
 
@@ -105,7 +105,7 @@ def cmd_documents(a: argparse.Namespace) -> None:
          arg("--cache-dir", type=Path, required=True),
          arg("--out-dir", type=Path, required=True), arg("--threads", type=int, required=True))
 def cmd_tokenizer(a: argparse.Namespace) -> None:
-    from memcap.text import write_tokenizer
+    from memcap.stages.text import write_tokenizer
 
     print(write_tokenizer(a.kind, a.vocab_size, a.documents, a.cache_dir, a.out_dir, a.threads))
 
@@ -118,7 +118,7 @@ def cmd_tokenizer(a: argparse.Namespace) -> None:
          arg("--out", type=Path, required=True), arg("--stats", type=Path, required=True),
          arg("--threads", type=int, required=True))
 def cmd_pool(a: argparse.Namespace) -> None:
-    from memcap.text import write_pool
+    from memcap.stages.text import write_pool
 
     print(write_pool(a.documents, a.tokenizer, a.seq_len, a.sampling, a.out, a.stats,
                      a.threads))
@@ -129,7 +129,7 @@ def cmd_pool(a: argparse.Namespace) -> None:
          arg("--split", choices=["train", "heldout"], required=True),
          arg("--n", type=int, required=True), arg("--out", type=Path, required=True))
 def cmd_text_data(a: argparse.Namespace) -> None:
-    from memcap.text import write_text_dataset
+    from memcap.stages.text import write_text_dataset
 
     write_text_dataset(a.pool, a.out, seed=a.seed, split=a.split, n=a.n)
     print(f"wrote {a.n} {a.split} text samples (seed {a.seed}) to {a.out}")
@@ -140,7 +140,7 @@ def cmd_text_data(a: argparse.Namespace) -> None:
          arg("--out", type=Path, required=True), arg("--record", type=Path, required=True),
          *runtime_args())
 def cmd_reference(a: argparse.Namespace) -> None:
-    from memcap.reference import same_arch_reference
+    from memcap.stages.reference import same_arch_reference
 
     print(same_arch_reference(a.run_dir, a.pool, a.out, a.record, _runtime(a)))
 
@@ -152,7 +152,7 @@ def cmd_reference(a: argparse.Namespace) -> None:
          arg("--named", default="", help="run id suffix of a configured oracle (text.oracle)"),
          *runtime_args())
 def cmd_oracle(a: argparse.Namespace) -> None:
-    from memcap.reference import oracle_reference
+    from memcap.stages.reference import oracle_reference
 
     record = oracle_reference(a.run_dirs, a.heldout, a.pool, a.out, a.record, a.named or None,
                               _runtime(a))
@@ -164,7 +164,7 @@ def cmd_oracle(a: argparse.Namespace) -> None:
 
 @command("train", "train all seeds of one cell", CELL, *runtime_args())
 def cmd_train(a: argparse.Namespace) -> None:
-    from memcap.train import train_cell
+    from memcap.stages.train import train_cell
 
     cell = _cell(a)
     for r in train_cell(cell, _runtime(a), echo=lambda s: print(s, flush=True)):
@@ -175,7 +175,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 @command("score", "per-sample code lengths of all seeds of one cell", CELL, *runtime_args())
 def cmd_score(a: argparse.Namespace) -> None:
-    from memcap.score import score_cell
+    from memcap.stages.score import score_cell
 
     for r in score_cell(_cell(a), _runtime(a)):
         print(f"seed {r['seed']}: mem {r['mem_bits']:,.0f} of {r['dataset_bits']:,.0f} bits, "
@@ -186,7 +186,7 @@ def cmd_score(a: argparse.Namespace) -> None:
          arg("--settings", type=_json, required=True, help="the config's evaluate: section "
              "as JSON"), *runtime_args())
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from memcap.evaluate import evaluate_cell
+    from memcap.stages.evaluate import evaluate_cell
 
     for r in evaluate_cell(_cell(a), _runtime(a), **a.settings):
         loss = next(m for m in r["mia"] if m["attack"] == "loss")
@@ -202,7 +202,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
          arg("--calibration-samples", type=int, default=0,
              help="GPTQ schemes: fresh sequences per run to calibrate on"), *runtime_args())
 def cmd_quantize(a: argparse.Namespace) -> None:
-    from memcap.quantize import quantize_cell
+    from memcap.stages.quantize import quantize_cell
 
     cell = _cell(a)
     for r in quantize_cell(cell, a.calibration_samples):
@@ -225,7 +225,7 @@ def cmd_quantize(a: argparse.Namespace) -> None:
          arg("--sampling", choices=["first", "windows"], required=True),
          arg("--out-dir", type=Path, required=True))
 def cmd_audit_samples(a: argparse.Namespace) -> None:
-    from memcap.audit import write_samples
+    from memcap.stages.audit import write_samples
 
     print(write_samples(a.targets, a.references, a.members, a.nonmembers, a.seq_len,
                         a.sampling, a.out_dir))
@@ -238,7 +238,7 @@ def cmd_audit_samples(a: argparse.Namespace) -> None:
          arg("--scheme", default="", help="quantize the weights by this scheme first ('': no)"),
          arg("--out-dir", type=Path, required=True), *runtime_args())
 def cmd_audit_score(a: argparse.Namespace) -> None:
-    from memcap.audit import score_model
+    from memcap.stages.audit import score_model
 
     print(score_model(a.model_dir, a.key, a.samples_dir, a.out_dir, _runtime(a),
                       a.scheme or None))
@@ -257,7 +257,7 @@ def cmd_audit_score(a: argparse.Namespace) -> None:
              help="stop when the reference is flagged (audit.require_good_reference)"),
          *runtime_args())
 def cmd_audit_evaluate(a: argparse.Namespace) -> None:
-    from memcap.audit import evaluate_target
+    from memcap.stages.audit import evaluate_target
 
     reference = Path(a.reference_scores).parent if a.reference_scores else None
     r = evaluate_target(a.target, a.model_dir, a.samples_dir, a.scores, reference,
@@ -272,17 +272,24 @@ def cmd_audit_evaluate(a: argparse.Namespace) -> None:
 @command("export-run", "a memcap run as a transformers checkpoint folder (for the audit or any "
                        "tool); with --documents, its training and held-out samples as text",
          arg("--run", type=Path, required=True, help="the run folder (results/runs/...)"),
-         arg("--tokenizer", type=Path, default=Path("results/text/tokenizer"),
-             help="the text stage's tokenizer folder (results/text/tokenizer)"),
+         arg("--tokenizer", type=Path, help="the text stage's tokenizer folder, for a text "
+             "run (default: results/text/tokenizer); a synthetic run has none"),
          arg("--out", type=Path, required=True, help="the checkpoint folder to write"),
          arg("--documents", type=Path, help="write members.jsonl (the run's training "
-             "samples) and nonmembers.jsonl (its held-out samples) here, decoded"))
+             "samples) and nonmembers.jsonl (its held-out samples) here, decoded (text runs)"))
 def cmd_export_run(a: argparse.Namespace) -> None:
-    from memcap.causal_lm import export_documents, export_run
+    from memcap.io import read_json
+    from memcap.models.causal_lm import export_documents, export_run
     from memcap.paths import DATA
 
-    run = export_run(a.run, a.tokenizer, a.out)
-    print(f"wrote {run['run_id']} to {a.out} ({run['params']:,} parameters, GPT-2 layout)")
+    kind = read_json(a.run / "run.json")["kind"] if (a.run / "run.json").exists() else None
+    if a.tokenizer is None and kind == "text":
+        a.tokenizer = Path("results/text/tokenizer")
+    if a.documents and a.tokenizer is None:
+        raise SystemExit(f"--documents decodes a text run's samples; {a.run} is a {kind} run")
+    run = export_run(a.run, a.out, a.tokenizer)
+    print(f"wrote {run['run_id']} to {a.out} ({run['params']:,} parameters, "
+          f"{run.get('family', 'gpt2')} as transformers)")
     if a.documents:
         where = {"kind": run["kind"], "vocab": run["vocab_size"], "seq": run["seq_len"],
                  "seed": run["seed"]}
@@ -311,7 +318,7 @@ def cmd_export_run(a: argparse.Namespace) -> None:
          arg("--memorization", type=Path, required=True,
              help="where memorization goes (its capacity ratio is added by `laws`)"))
 def cmd_collect(a: argparse.Namespace) -> None:
-    from memcap.aggregate import collect
+    from memcap.stages.aggregate import collect
 
     print(collect(a.run_dirs, a.references, a.text_stats, a.tables_dir, a.memorization,
                   a.quantized_dirs))
@@ -327,7 +334,7 @@ def cmd_collect(a: argparse.Namespace) -> None:
                   "files (by stem)"),
          arg("--settings", type=_json, required=True, help="the config's laws: section as JSON"))
 def cmd_laws(a: argparse.Namespace) -> None:
-    from memcap.laws import fit_laws
+    from memcap.stages.laws import fit_laws
 
     print(fit_laws(a.runs, a.memorization, a.mia, {p.stem: p for p in a.out},
                    quantized_runs=a.quantized_runs, quantized_mia=a.quantized_mia,
@@ -344,7 +351,7 @@ def cmd_laws(a: argparse.Namespace) -> None:
          arg("--audit-samples", type=Path, nargs="*", default=[]),
          arg("--out", type=Path, required=True))
 def cmd_database(a: argparse.Namespace) -> None:
-    from memcap.aggregate import build_database
+    from memcap.stages.aggregate import build_database
 
     print(build_database(a.out, a.tables, a.samples, a.audit_tables, a.audit_samples,
                          a.quantized_samples))
@@ -357,7 +364,7 @@ def cmd_database(a: argparse.Namespace) -> None:
              help="per-run membership sets (mia_sets.parquet)"),
          arg("--out-dir", type=Path, required=True))
 def cmd_figures(a: argparse.Namespace) -> None:
-    from memcap.figures import write_figures
+    from memcap.stages.figures import write_figures
 
     for path in write_figures(a.tables_dir, a.samples, a.mia_sets, a.out_dir):
         print(f"wrote {path}")
@@ -367,7 +374,7 @@ def cmd_figures(a: argparse.Namespace) -> None:
          arg("--db", type=Path, required=True), arg("--figures-dir", type=Path, required=True),
          arg("--out", type=Path, required=True))
 def cmd_report(a: argparse.Namespace) -> None:
-    from memcap.report import write_report
+    from memcap.stages.report import write_report
 
     print(write_report(a.db, a.figures_dir, a.out))
 
@@ -383,7 +390,7 @@ def cmd_report(a: argparse.Namespace) -> None:
          arg("--out", type=Path, default=Path("results/bracket.yaml"),
              help="the overlay to write (only when some N is to be added)"))
 def cmd_bracket(a: argparse.Namespace) -> None:
-    from memcap.bracket import read_capacity, write_overlay
+    from memcap.stages.bracket import read_capacity, write_overlay
 
     if a.grid is None:
         from memcap.config import load_config
@@ -403,13 +410,15 @@ def cmd_bracket(a: argparse.Namespace) -> None:
 
 @command("verify-plan", "dataset sizes where the fitted law predicts target F1 values",
          arg("--laws", type=Path, required=True), arg("--precision", required=True),
-         arg("--params", type=int, required=True), arg("--seq-len", type=int, required=True),
+         arg("--family", default="gpt2"), arg("--params", type=int, required=True),
+         arg("--seq-len", type=int, required=True),
          arg("--targets", type=float, nargs="+", required=True),
          arg("--out", type=Path, required=True))
 def cmd_verify_plan(a: argparse.Namespace) -> None:
-    from memcap.verify import write_plan
+    from memcap.stages.verify import write_plan
 
-    print(write_plan(a.out, a.laws, "synthetic", a.precision, a.params, a.seq_len, a.targets))
+    print(write_plan(a.out, a.laws, "synthetic", a.precision, a.family, a.params, a.seq_len,
+                     a.targets))
 
 
 @command("verify-summary", "predicted against observed F1",
@@ -419,7 +428,7 @@ def cmd_verify_plan(a: argparse.Namespace) -> None:
          arg("--out-table", type=Path, required=True), arg("--out-html", type=Path, required=True))
 def cmd_verify_summary(a: argparse.Namespace) -> None:
     from memcap.quantities import verify_verdict
-    from memcap.verify import summarize
+    from memcap.stages.verify import summarize
 
     table = summarize(a.plan, a.evaluations, a.out_table, a.out_html, a.tolerance)
     print(table)
@@ -440,7 +449,7 @@ def cmd_verify_summary(a: argparse.Namespace) -> None:
          arg("--db", type=Path, default=Path("results/memcap.duckdb")),
          arg("--paper", action="store_true", help="use the paper's constants only"))
 def cmd_predict(a: argparse.Namespace) -> None:
-    from memcap.predict import answer
+    from memcap.stages.predict import answer
 
     print(answer(a.params, a.n, a.seq_len, a.bits_per_token, a.vocab_size, a.precision,
                  None if a.paper else a.db, a.kind))

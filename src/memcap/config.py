@@ -18,7 +18,14 @@ import jsonschema
 import yaml
 
 from memcap.schemes import Scheme, SchemeError
-from memcap.shapes import param_count
+from memcap.shapes import (
+    DEFAULT_FAMILY,
+    OPTION_TAGS,
+    Shape,
+    ShapeError,
+    input_widths,
+    option_defaults,
+)
 
 KIND_SYNTHETIC = "synthetic"
 KIND_TEXT = "text"
@@ -121,9 +128,9 @@ def _check_schemes(cfg: dict) -> None:
                         if cfg[kind]["enabled"]:
                             scheme.check_kind(kind)
                             for a in architectures(cfg, kind):
-                                # every weight matrix takes d_model or 4·d_model inputs
-                                scheme.check_width(a["d_model"], f"{kind} architecture "
-                                                   f"{arch_id(a)}")
+                                for width in input_widths(arch_shape(cfg, kind, a)):
+                                    scheme.check_width(width, f"{kind} architecture "
+                                                       f"{arch_id(a)}")
             except SchemeError as err:
                 raise ConfigError(f"config key '{key}[{i}]': {err}") from None
 
@@ -179,10 +186,9 @@ def validate_config(config: dict) -> dict:
             _check_oracle(cfg, text["oracle"])
     _check_schemes(cfg)
     verify = cfg.setdefault("verify", {})
-    syn = cfg["synthetic"]
     ids = [arch_id(a) for a in cfg["architectures"]]
-    largest = max(cfg["architectures"], key=lambda a: param_count(
-        syn["vocab_size"], syn["seq_len"], a["n_layer"], a["d_model"]))
+    largest = max(cfg["architectures"],
+                  key=lambda a: arch_shape(cfg, KIND_SYNTHETIC, a).params)
     verify.setdefault("arch", arch_id(largest))
     verify.setdefault("precision", cfg["precisions"][0])
     if verify["arch"] not in ids:
@@ -201,10 +207,40 @@ def _check_architectures(cfg: dict, key: str, archs: list[dict], train: dict) ->
         raise ConfigError(f"config key '{key}': {dupes} listed more than once")
     for i, arch in enumerate(archs):
         head_dim = {**train, **arch.get("train", {})}["head_dim"]
-        d = arch["d_model"]
-        if d > head_dim and d % head_dim:
-            raise ConfigError(f"config key '{key}[{i}].d_model': {d} is not a multiple "
-                              f"of train.head_dim {head_dim}")
+        options = family_options(arch)
+        for option in options:
+            try:
+                option_defaults(arch["family"], arch["d_model"])[option]
+            except KeyError:
+                owner = _option_family(option)
+                raise ConfigError(f"config key '{key}[{i}].{option}': an option of the {owner} "
+                                  f"family, but this architecture's family is "
+                                  f"{arch['family']}") from None
+        try:
+            Shape(1, 1, arch["n_layer"], arch["d_model"], head_dim, arch["family"], options)
+        except ShapeError as err:
+            raise ConfigError(f"config key '{key}[{i}].d_model': {err} (family "
+                              f"{arch['family']}, train.head_dim {head_dim})") from None
+
+
+def _option_family(option: str) -> str:
+    props = schema()["$defs"]["architectures"]["items"]["properties"]
+    return props[option]["x-family"]
+
+
+def family_options(arch: dict) -> dict[str, Any]:
+    """The family options an architecture entry gives (keys marked x-family in the schema)."""
+    props = schema()["$defs"]["architectures"]["items"]["properties"]
+    return {k: v for k, v in arch.items() if "x-family" in props.get(k, {})}
+
+
+def arch_shape(config: dict, kind: str, arch: dict) -> Shape:
+    """The model of an architecture entry on a kind's data (memcap.shapes.Shape)."""
+    vocab, seq = shape(config, kind)
+    train = {**config["train"], **(config["text"].get("train", {}) if kind == KIND_TEXT
+                                   else {}), **arch.get("train", {})}
+    return Shape(vocab, seq, arch["n_layer"], arch["d_model"], train["head_dim"],
+                 arch.get("family", DEFAULT_FAMILY), family_options(arch))
 
 
 def _check_oracle(cfg: dict, oracle: str) -> None:
@@ -225,8 +261,20 @@ def _check_oracle(cfg: dict, oracle: str) -> None:
 
 
 def arch_id(arch: dict) -> str:
-    """L<layers>-d<width>, e.g. L2-d128."""
-    return f"L{arch['n_layer']}-d{arch['d_model']}"
+    """L<layers>-d<width>, e.g. L2-d128, for GPT-2; other families lead with their name and
+    end with their options that differ from the defaults: llama-L1-d32, llama-L1-d32-untied,
+    mamba-L2-d64-n8 (state size 8)."""
+    family, d = arch.get("family", DEFAULT_FAMILY), arch["d_model"]
+    core = f"L{arch['n_layer']}-d{d}"
+    if family == DEFAULT_FAMILY:
+        return core
+    defaults = option_defaults(family, d)
+    tags = []
+    for key, default in defaults.items():
+        value = arch.get(key, default)
+        if value != default:
+            tags.append("untied" if key == "tie_embeddings" else f"{OPTION_TAGS[key]}{value}")
+    return "-".join([family, core, *tags])
 
 
 def run_id(kind: str, vocab: int, seq: int, arch: str, precision: str, n: int, seed: int) -> str:
@@ -294,7 +342,8 @@ def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> di
     vocab, seq = shape(config, kind)
     text_train = config["text"].get("train", {}) if kind == KIND_TEXT else {}
     train = {**config["train"], **text_train, **a.get("train", {})}
-    steps = budget_steps(train, int(n), param_count(vocab, seq, a["n_layer"], a["d_model"]), seq)
+    model = arch_shape(config, kind, a)
+    steps = budget_steps(train, int(n), model.params, seq)
     # keys of a setting the cell does not use (another schedule, optimizer) cannot change its
     # weights: their defaults
     unused = {k: default for k, (when, default) in conditional_keys().items()
@@ -302,7 +351,8 @@ def train_spec(config: dict, kind: str, arch: str, precision: str, n: int) -> di
     return {
         **{k: v for k, v in train.items() if k not in budget_keys()}, **unused, "steps": steps,
         "vocab_size": vocab, "seq_len": seq,
-        "n_layer": a["n_layer"], "d_model": a["d_model"], "precision": precision, "n": int(n),
+        "n_layer": a["n_layer"], "d_model": a["d_model"], "family": model.family,
+        "options": model.options, "precision": precision, "n": int(n),
     }
 
 

@@ -129,10 +129,12 @@ class _MergedState:
 
 
 def muon_parameters(model: nn.Module) -> list[str]:
-    """Names of the parameters Muon trains: the blocks' weight matrices (M, din, dout). The
-    embeddings (wte, also the output layer, and wpe), gains and biases stay with Adam."""
-    return [name for name, p in model.named_parameters()
-            if p.dim() == 3 and name.startswith("blocks.")]
+    """Names of the parameters Muon trains: the blocks' weight matrices (M, din, dout), as the
+    family lists them (memcap.models.base.PackedLM.input_axes). The embeddings (wte, also the
+    output layer, and wpe), gains, biases and a Mamba's conv taps and A_log stay with Adam."""
+    params = dict(model.named_parameters())
+    matrices = model.input_axes({k: p[0] for k, p in params.items()})
+    return [name for name in params if name in matrices and name.startswith("blocks.")]
 
 
 def make_optimizer(model: nn.Module, spec, lr: float | torch.Tensor,

@@ -67,7 +67,7 @@ MIN_CI_SEEDS = 3
 
 
 def verify_verdict(table: pl.DataFrame) -> str:
-    """One line on a predict-then-verify table (memcap.verify): passed or failed, with the
+    """One line on a predict-then-verify table (memcap.stages.verify): passed or failed, with the
     worst gap."""
     checked = table.filter(pl.col("passed").is_not_null())
     if checked.is_empty():

@@ -248,19 +248,19 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
 
 def quantize_module(model: torch.nn.Module, scheme: Scheme, what: str) -> dict:
     """Quantize a loaded model's weights in place (each tensor replaced by its dequantized
-    value) and return the record (stored bits ...). The matrices: memcap's PackedGPT by its
-    layout (memcap.model.input_axes), and in any other module nn.Linear (inputs along axis
-    1), transformers' Conv1D (axis 0) and nn.Embedding (rows over d, axis 1) weights, a tied
-    weight once. Raises SchemeError when the model has no such matrix."""
-    from memcap.model import PackedGPT, input_axes
-
+    value) and return the record (stored bits ...). The matrices: a memcap packed model's by
+    its family's layout (memcap.models.base.PackedLM.input_axes), and in any other module
+    nn.Linear (inputs along axis 1), transformers' Conv1D (axis 0) and nn.Embedding (rows
+    over d, axis 1) weights, a tied weight once. Raises SchemeError when the model has no
+    such matrix."""
     scheme.check_kind("audit")
     params = dict(model.named_parameters())  # tied weights appear once
-    if isinstance(model, PackedGPT):
+    packed = hasattr(model, "n_models")  # a memcap.models.PackedLM
+    if packed:
         if model.n_models != 1:
             raise SchemeError(f"{what}: quantize one model at a time, got {model.n_models}")
         state = {k: v[0] for k, v in params.items()}
-        axes = input_axes(state)
+        axes = model.input_axes(state)
     else:
         names = {id(p): k for k, p in params.items()}
         axes = {}
@@ -281,5 +281,5 @@ def quantize_module(model: torch.nn.Module, scheme: Scheme, what: str) -> dict:
     with torch.no_grad():
         for k, p in params.items():
             value = deq[k].to(p.device, p.dtype)
-            p.copy_(value.unsqueeze(0) if isinstance(model, PackedGPT) else value)
+            p.copy_(value.unsqueeze(0) if packed else value)
     return stored["record"]

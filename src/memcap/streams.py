@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# calibration: fresh sequences for GPTQ (memcap.quantize), never trained on or scored
+# calibration: fresh sequences for GPTQ (memcap.stages.quantize), never trained on or scored
 _STREAMS = {"train": 0x5452_4149_4E00, "heldout": 0x4845_4C44_4F55,
             "calibration": 0x4341_4C49_4252}
 _MAX_SEQ_LEN = 1 << 20

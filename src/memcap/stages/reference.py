@@ -12,7 +12,6 @@ the pool, keyed by sample_id, so every run's samples find their reference code l
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,10 @@ import polars as pl
 import torch
 
 from memcap import device as dev
-from memcap.cell import Runtime, TrainSpec
+from memcap.cell import Runtime, TrainSpec, spec_from_record
 from memcap.io import atomic_path, read_json, write_json
-from memcap.model import load_packed, sequence_nll_bits
+from memcap.loss import sequence_nll_bits
+from memcap.models import load_packed
 from memcap.quantities import nats_per_token
 from memcap.tokens import read_pool, read_tokens
 
@@ -30,13 +30,13 @@ from memcap.tokens import read_pool, read_tokens
 def run_record(run_dir: Path) -> tuple[dict, TrainSpec]:
     """A run's record (run.json) and the training spec it recorded."""
     record = read_json(Path(run_dir) / "run.json")
-    return record, TrainSpec(**{f.name: record[f.name] for f in fields(TrainSpec)})
+    return record, spec_from_record(record)
 
 
 def _bits(spec: TrainSpec, model_path: Path, tokens: np.ndarray, device: torch.device,
           runtime: Runtime) -> np.ndarray:
     dtype = dev.configure(device, spec.precision, runtime.threads)
-    model = load_packed(spec, [model_path], device)
+    model = load_packed(spec.shape, [model_path], device)
     toks = dev.to_device_tokens(tokens[None], device)
     return sequence_nll_bits(model, toks, runtime.score_batch_size,
                              dev.autocast(device, dtype))[0].cpu().numpy()

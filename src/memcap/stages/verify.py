@@ -21,15 +21,16 @@ from memcap.quantities import (
 )
 
 
-def plan(laws: pl.DataFrame, kind: str, precision: str, params: int, seq_len: int,
-         targets: list[float]) -> dict:
-    """Dataset sizes N at which the fitted law predicts each target F1 for this model."""
+def plan(laws: pl.DataFrame, kind: str, precision: str, family: str, params: int,
+         seq_len: int, targets: list[float]) -> dict:
+    """Dataset sizes N at which the fitted law (of the model's family) predicts each target
+    F1 for this model."""
     fit = laws.filter((pl.col("law") == "mia_f1") & (pl.col("kind") == kind)
-                      & (pl.col("precision") == precision))
+                      & (pl.col("precision") == precision) & (pl.col("family") == family))
     c = dict(fit.select("parameter", "value").iter_rows())
     if set(c) != {"c1", "c2", "c3"}:
-        raise ValueError(f"no fitted membership law for kind {kind}, precision {precision}: "
-                         "the grid needs at least 4 cells")
+        raise ValueError(f"no fitted membership law for kind {kind}, precision {precision}, "
+                         f"family {family}: the grid needs at least 4 cells of the family")
     cells = []
     for target in targets:
         x = invert_mia_f1(target, **c)
@@ -45,10 +46,11 @@ def plan(laws: pl.DataFrame, kind: str, precision: str, params: int, seq_len: in
             "law": c, "cells": cells}
 
 
-def write_plan(out: Path, laws: Path, kind: str, precision: str, params: int, seq_len: int,
-               targets: list[float]) -> str:
+def write_plan(out: Path, laws: Path, kind: str, precision: str, family: str, params: int,
+               seq_len: int, targets: list[float]) -> str:
     """The plan of the verify target, from the fitted laws (a Parquet file), to `out`."""
-    write_json(out, plan(pl.read_parquet(laws), kind, precision, params, seq_len, targets))
+    write_json(out, plan(pl.read_parquet(laws), kind, precision, family, params, seq_len,
+                         targets))
     return f"wrote {out}"
 
 

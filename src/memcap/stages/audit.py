@@ -29,12 +29,6 @@ import polars as pl
 
 from memcap import corpus
 from memcap import device as dev
-from memcap.causal_lm import (
-    ModelDirError,
-    check_model_dir,
-    load_causal_lm,
-    load_tokenizer,
-)
 from memcap.cell import Runtime
 from memcap.evaluation import (
     evaluate_scores,
@@ -44,6 +38,12 @@ from memcap.evaluation import (
 )
 from memcap.io import atomic_path, read_json, write_json
 from memcap.metrics import MIN_K_FRAC, tfidf
+from memcap.models.causal_lm import (
+    ModelDirError,
+    check_model_dir,
+    load_causal_lm,
+    load_tokenizer,
+)
 from memcap.quantities import nats_per_token
 from memcap.samples import cut_samples, dedup_mask, scores_frame
 from memcap.schemes import TRAINED

@@ -1,157 +1,43 @@
-"""GPT-2 as in docs/science.md#parameter-count, packed: M independent models in one module.
+"""The loss and the code lengths of packed models (memcap.models), for every family.
 
-Every weight carries a leading model dimension M, so the seeds of one training cell train as a
-single batched model (one kernel launch per layer for all of them). Nothing mixes across the
-model dimension: the loss is a sum of per-model losses and Adam is elementwise, so model m
-trains exactly as it would alone.
-
-Shapes: M models, B sequences per model, S tokens, d = d_model, V = vocab_size, H heads.
+Training minimises mean_token_nll and scoring sums token_nll in bits (sequence_scores): both
+take the family's final states h (M, B, S, d) and its output projection `head` (M, V, d), so
+every family trains with the same loss and is scored with the same code. On a CPU both run
+fused: the projection, log-softmax and loss in blocks of rows that stay in cache, never the
+whole batch's logits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
-from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from memcap.memory import MAX_LOGITS
-from memcap.quantization import read_state
-from memcap.shapes import param_count
-
-__all__ = ["MAX_LOGITS", "PackedGPT", "blocked_token_nll", "fused_block_rows",
-           "fused_mean_token_nll", "fused_token_nll", "input_axes", "load_packed", "mean_token_nll",
-           "n_heads", "param_count", "save_model", "sequence_nll_bits", "sequence_scores",
-           "token_nll"]
 
 
-def n_heads(d_model: int, head_dim: int) -> int:
-    """Heads for a width: d_model / head_dim, at least one (head count does not change P)."""
-    if d_model % head_dim and d_model > head_dim:
-        raise ValueError(f"d_model {d_model} is not a multiple of head_dim {head_dim}")
-    return max(1, d_model // head_dim)
+class PackedModel(Protocol):
+    """What the loss and the scoring read of a packed model (memcap.models.PackedLM)."""
 
+    vocab_size: int
+    training: bool
 
-def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # x (M, T, din) @ w (M, din, dout) + b (M, dout) -> (M, T, dout)
-    return torch.baddbmm(b.unsqueeze(1), x, w)
+    @property
+    def head(self) -> torch.Tensor: ...  # the output projection (M, V, d)
 
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor: ...  # (M, B, S) -> (M, B, S, d)
 
-def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # normalise over d, then the per-model affine map; w, b (M, d)
-    return torch.addcmul(b.unsqueeze(1), F.layer_norm(x, x.shape[-1:]), w.unsqueeze(1))
+    def logits(self, h: torch.Tensor) -> torch.Tensor: ...  # (M, B, S, d) -> (M, B, S, V)
 
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor: ...
 
-class Block(nn.Module):
-    def __init__(self, n_models: int, d_model: int, n_head: int) -> None:
-        super().__init__()
-        M, d = n_models, d_model
-        self.n_head = n_head
-        self.ln1_w = nn.Parameter(torch.ones(M, d))
-        self.ln1_b = nn.Parameter(torch.zeros(M, d))
-        self.attn_w = nn.Parameter(torch.empty(M, d, 3 * d))  # q, k, v
-        self.attn_b = nn.Parameter(torch.zeros(M, 3 * d))
-        self.attn_proj_w = nn.Parameter(torch.empty(M, d, d))
-        self.attn_proj_b = nn.Parameter(torch.zeros(M, d))
-        self.ln2_w = nn.Parameter(torch.ones(M, d))
-        self.ln2_b = nn.Parameter(torch.zeros(M, d))
-        self.fc_w = nn.Parameter(torch.empty(M, d, 4 * d))
-        self.fc_b = nn.Parameter(torch.zeros(M, 4 * d))
-        self.fc_proj_w = nn.Parameter(torch.empty(M, 4 * d, d))
-        self.fc_proj_b = nn.Parameter(torch.zeros(M, d))
+    def train(self, mode: bool = True) -> PackedModel: ...
 
-    def forward(self, x: torch.Tensor, batch: int,
-                capture: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """x (M, B·S, d) -> the block's output. With `capture`, each weight matrix's input
-        (M, B·S, din) is stored in it under the matrix's name (GPTQ's calibration)."""
-        M, T, d = x.shape  # T = B·S
-        S, H = T // batch, self.n_head
-
-        def seen(name: str, value: torch.Tensor) -> torch.Tensor:
-            if capture is not None:
-                capture[name] = value.detach()
-            return value
-
-        qkv = _linear(seen("attn_w", _layer_norm(x, self.ln1_w, self.ln1_b)), self.attn_w,
-                      self.attn_b)
-        # (M, B·S, 3d) -> 3 × (M·B, H, S, d/H)
-        q, k, v = qkv.view(M * batch, S, 3, H, d // H).permute(2, 0, 3, 1, 4).unbind(0)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        y = y.transpose(1, 2).reshape(M, T, d)
-        x = x + _linear(seen("attn_proj_w", y), self.attn_proj_w, self.attn_proj_b)
-        h = F.gelu(_linear(seen("fc_w", _layer_norm(x, self.ln2_w, self.ln2_b)), self.fc_w,
-                           self.fc_b), approximate="tanh")
-        return x + _linear(seen("fc_proj_w", h), self.fc_proj_w, self.fc_proj_b)
-
-
-class PackedGPT(nn.Module):
-    """M GPT-2 models of one shape. forward(idx (M, B, S)) -> logits (M, B, S, V)."""
-
-    def __init__(self, n_models: int, vocab_size: int, seq_len: int, n_layer: int,
-                 d_model: int, n_head: int) -> None:
-        super().__init__()
-        M, V, S, d = n_models, vocab_size, seq_len, d_model
-        self.n_models, self.vocab_size, self.seq_len = M, V, S
-        self.n_layer, self.d_model, self.n_head = n_layer, d_model, n_head
-        self.wte = nn.Parameter(torch.empty(M, V, d))  # tied: also the output projection
-        self.wpe = nn.Parameter(torch.empty(M, S, d))
-        self.blocks = nn.ModuleList(Block(M, d, n_head) for _ in range(n_layer))
-        self.lnf_w = nn.Parameter(torch.ones(M, d))
-        self.lnf_b = nn.Parameter(torch.zeros(M, d))
-
-    def init_weights(self, seeds: list[int]) -> None:
-        """GPT-2 init, model m drawn from its own generator seeded with seeds[m].
-
-        The draws for one model do not depend on M or on the other seeds, so a packed run and
-        separate runs with the same seeds start from identical weights.
-        """
-        if len(seeds) != self.n_models:
-            raise ValueError(f"{len(seeds)} seeds for {self.n_models} packed models")
-        std, proj_std = 0.02, 0.02 / math.sqrt(2 * self.n_layer)
-        with torch.no_grad():
-            for m, seed in enumerate(seeds):
-                g = torch.Generator().manual_seed(int(seed))
-                for name, p in self.named_parameters():
-                    if p.dim() == 3:  # weights and embeddings; biases 0, LN gains 1
-                        s = proj_std if name.endswith("proj_w") else std
-                        p[m].copy_(torch.randn(p.shape[1:], generator=g) * s)
-
-    def hidden(self, idx: torch.Tensor,
-               capture: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """idx (M, B, S) -> the final layer-normed states (M, B, S, d). With `capture`, every
-        weight matrix's input (M, B·S, din), by its state name ("blocks.0.fc_w", ...; the
-        tied output projection's as "wte")."""
-        M, B, S = idx.shape
-        V, d = self.vocab_size, self.d_model
-        # offset each model's token ids into its own slice of the flattened (M·V, d) table
-        offsets = torch.arange(M, device=idx.device).view(M, 1, 1) * V
-        x = F.embedding(idx + offsets, self.wte.reshape(M * V, d))  # (M, B, S, d)
-        x = (x + self.wpe[:, :S].unsqueeze(1)).reshape(M, B * S, d)
-        for i, block in enumerate(self.blocks):
-            seen = None if capture is None else {}
-            x = block(x, B, seen)
-            if capture is not None:
-                capture.update({f"blocks.{i}.{k}": v for k, v in seen.items()})
-        h = _layer_norm(x, self.lnf_w, self.lnf_b)
-        if capture is not None:
-            capture["wte"] = h.detach()
-        return h.view(M, B, S, d)
-
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """States (M, B, S, d) -> logits (M, B, S, V) through the tied embedding."""
-        M, B, S, d = h.shape
-        return torch.bmm(h.reshape(M, B * S, d), self.wte.transpose(1, 2)).view(M, B, S, -1)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.logits(self.hidden(idx))
-
-    def params_per_model(self) -> int:
-        return sum(p.numel() for p in self.parameters()) // self.n_models
+    def eval(self) -> PackedModel: ...
 
 
 def token_nll(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -173,7 +59,7 @@ def sequences_per_chunk(n_models: int, seq_len: int, vocab_size: int,
     return max(1, max_logits // (n_models * seq_len * vocab_size))
 
 
-def mean_token_nll(model: PackedGPT, h: torch.Tensor, idx: torch.Tensor,
+def mean_token_nll(model: PackedModel, h: torch.Tensor, idx: torch.Tensor,
                    max_logits: int = MAX_LOGITS, fused: bool | None = None) -> torch.Tensor:
     """Mean next-token loss in nats of each model, (M,), from the final states h (M, B, S, d).
 
@@ -186,7 +72,7 @@ def mean_token_nll(model: PackedGPT, h: torch.Tensor, idx: torch.Tensor,
     if fused is None:
         fused = h.device.type == "cpu" and not torch.compiler.is_compiling()
     if fused:
-        return fused_mean_token_nll(h, model.wte, idx)
+        return fused_mean_token_nll(h, model.head, idx)
     M, B, S, _ = h.shape
     chunk = sequences_per_chunk(M, S, model.vocab_size, max_logits)
     if chunk >= B:
@@ -280,7 +166,7 @@ class _FusedMeanNLL(torch.autograd.Function):
 
 def fused_mean_token_nll(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor,
                          rows: int | None = None) -> torch.Tensor:
-    """mean_token_nll through the tied projection w (M, V, d) in fp32 blocks of rows
+    """mean_token_nll through the output projection w (M, V, d) in fp32 blocks of rows
     (blocked_token_nll): no (M, B·S, V) tensor is ever formed. The last position of h predicts
     nothing and is dropped before the projection. Under autocast the loss is still fp32: the
     states and weights are upcast and the blocks run with autocast off."""
@@ -303,7 +189,7 @@ def _predicting_rows(h: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def fused_token_nll(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor,
                     rows: int | None = None) -> torch.Tensor:
-    """token_nll (M, B, S-1) from the final states h (M, B, S, d) through the tied projection
+    """token_nll (M, B, S-1) from the final states h (M, B, S, d) through the output projection
     w in fp32 blocks of rows (blocked_token_nll), without the whole batch's logits."""
     M, B, S, _ = h.shape
     rows = rows or fused_block_rows(w.shape[1])
@@ -313,7 +199,7 @@ def fused_token_nll(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor,
 
 
 @torch.no_grad()
-def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
+def sequence_nll_bits(model: PackedModel, tokens: torch.Tensor, batch_size: int,
                       amp: contextlib.AbstractContextManager | None = None,
                       max_logits: int = MAX_LOGITS) -> torch.Tensor:
     """Code length nll(x | model) in bits of every sequence: tokens (M, N, S), any integer
@@ -327,7 +213,7 @@ def sequence_nll_bits(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
 
 
 @torch.no_grad()
-def sequence_scores(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
+def sequence_scores(model: PackedModel, tokens: torch.Tensor, batch_size: int,
                     amp: contextlib.AbstractContextManager | None = None,
                     max_logits: int = MAX_LOGITS,
                     min_k_frac: float | None = None, fused: bool | None = None
@@ -348,7 +234,7 @@ def sequence_scores(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
         chunk = tokens[:, start:start + batch_size].long()  # narrow ids, widened per chunk
         with amp or contextlib.nullcontext():
             if fused:
-                per_token = fused_token_nll(model.hidden(chunk), model.wte, chunk)
+                per_token = fused_token_nll(model.hidden(chunk), model.head, chunk)
             else:
                 per_token = token_nll(model(chunk), chunk)
         per_token = per_token.double() / math.log(2)
@@ -357,32 +243,3 @@ def sequence_scores(model: PackedGPT, tokens: torch.Tensor, batch_size: int,
             min_k.append(per_token.topk(k, dim=-1).values.mean(-1))
     model.train(was_training)
     return torch.cat(nll, dim=1), torch.cat(min_k, dim=1) if k is not None else None
-
-
-def save_model(model: PackedGPT, m: int, path: Path) -> None:
-    """Packed model m as a single-model safetensors file (no model dimension)."""
-    state = {k: v[m].detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
-
-
-def input_axes(state: dict[str, torch.Tensor]) -> dict[str, int]:
-    """The weight matrices of one model's state (save_model's layout) and the axis of each
-    that holds its inputs, along which quantization groups run (memcap.quantization): the
-    blocks' (din, dout) matrices take their inputs along axis 0; the embeddings' rows are
-    read out over d (axis 1), and the tied output projection reduces over d too."""
-    return {k: 1 if k in ("wte", "wpe") else 0 for k, v in state.items() if v.dim() == 2}
-
-
-def load_packed(spec, model_paths: list[Path], device: torch.device) -> PackedGPT:
-    """Stack single-model safetensors files into one packed model of `spec`'s shape (a
-    memcap.cell.TrainSpec, or anything with vocab_size, seq_len, n_layer, d_model, head_dim).
-    A quantized model's file is dequantized (memcap.quantization.read_state)."""
-    model = PackedGPT(len(model_paths), spec.vocab_size, spec.seq_len, spec.n_layer,
-                      spec.d_model, n_heads(spec.d_model, spec.head_dim))
-    states = []
-    for path in model_paths:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"model weights {path} do not exist")
-        states.append(read_state(path))
-    model.load_state_dict({k: torch.stack([s[k] for s in states]) for k in states[0]})
-    return model.to(device)

@@ -12,7 +12,7 @@ import torch
 
 from memcap.cell import Cell
 from memcap.io import write_json
-from memcap.model import input_axes, load_packed
+from memcap.models import input_axes, load_packed
 from memcap.quantization import Scheme, read_state, save_quantized
 from memcap.streams import uniform_tokens
 
@@ -24,7 +24,7 @@ def calibration_inputs(cell: Cell, calibration_samples: int) -> list[dict[str, t
     (memcap.streams: never trained on, never scored)."""
     spec = cell.spec
     Scheme.parse(cell.scheme).check_kind(cell.kind)
-    model = load_packed(spec, [Path(d) / "model.safetensors" for d in cell.trained_dirs],
+    model = load_packed(spec.shape, [Path(d) / "model.safetensors" for d in cell.trained_dirs],
                         torch.device("cpu"))
     tokens = torch.stack([torch.from_numpy(uniform_tokens(seed, "calibration", 0,
                                                           calibration_samples, spec.seq_len,
@@ -56,7 +56,8 @@ def quantize_cell(cell: Cell, calibration_samples: int = 0) -> list[dict]:
                                                  strict=True)):
         state = read_state(Path(trained) / "model.safetensors")
         Path(out).mkdir(parents=True, exist_ok=True)
-        record = save_quantized(state, input_axes(state), scheme, Path(out) / "model.safetensors",
+        record = save_quantized(state, input_axes(cell.spec.shape, state), scheme,
+                                Path(out) / "model.safetensors",
                                 what=f"architecture {cell.arch}", inputs=inputs[m])
         if scheme.method == "gptq":
             record["calibration_samples"] = calibration_samples

@@ -26,9 +26,9 @@ from memcap.quantities import (
 )
 from memcap.schemes import TRAINED
 
-LAW_SCHEMA = {"law": pl.String, "kind": pl.String, "precision": pl.String,
-              "parameter": pl.String, "value": pl.Float64, "ci_low": pl.Float64,
-              "ci_high": pl.Float64, "n_archs": pl.Int64, "n_seeds": pl.Int64,
+LAW_SCHEMA = {"law": pl.String, "kind": pl.String, "family": pl.String,
+              "precision": pl.String, "parameter": pl.String, "value": pl.Float64,
+              "ci_low": pl.Float64, "ci_high": pl.Float64, "n_archs": pl.Int64, "n_seeds": pl.Int64,
               "lower_bound": pl.Boolean, "note": pl.String}
 
 # A dataset counts as data-limited when the model memorized at least this share of its
@@ -57,7 +57,8 @@ def capacity_table(runs: pl.DataFrame, memorization: pl.DataFrame) -> pl.DataFra
     # an N's estimate needs every seed's (a mean over some seeds is another quantity)
     estimate = ([pl.when(pl.col(c).null_count() == 0).then(pl.col(c).mean()).alias(f"mean_{c}")
                  for c in PLATEAU_COLUMNS] if has_estimate else [])
-    per_n = (df.group_by("kind", "arch", "n_layer", "d_model", "precision", "params", "n")
+    per_n = (df.group_by("kind", "arch", "family", "n_layer", "d_model", "precision", "params",
+                         "n")
              .agg(*estimate, mean_mem=pl.col("mem_bits").mean(),
                   std_mem=pl.col("mem_bits").std(), n_seeds=pl.len(),
                   all_saturated=pl.col("saturated").all(),
@@ -69,7 +70,7 @@ def capacity_table(runs: pl.DataFrame, memorization: pl.DataFrame) -> pl.DataFra
             .group_by(keys, maintain_order=True).first()
             .join(n_range, on=keys))
     table = (best.select(
-        *keys, "n_layer", "d_model", "params",
+        *keys, "family", "n_layer", "d_model", "params",
         capacity_bits="mean_mem", capacity_seed_std="std_mem", n_seeds="n_seeds",
         n_at_max="n", n_max="n_max", n_min="n_min",
         bits_per_param=pl.col("mean_mem") / pl.col("params"),
@@ -164,10 +165,12 @@ def slope_through_origin(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x * y).sum(-1) / (x * x).sum(-1)
 
 
-def _seed_tensor(runs: pl.DataFrame, memorization: pl.DataFrame, kind: str, precision: str
-                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(arch ids, params (A,), mem bits (A, n sizes, seeds)) with NaN for missing runs."""
-    df = (runs.filter((pl.col("kind") == kind) & (pl.col("precision") == precision))
+def _seed_tensor(runs: pl.DataFrame, memorization: pl.DataFrame, kind: str, family: str,
+                 precision: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(arch ids, params (A,), mem bits (A, n sizes, seeds)) of one family's runs, with NaN
+    for missing runs."""
+    df = (runs.filter((pl.col("kind") == kind) & (pl.col("precision") == precision)
+                      & (pl.col("family") == family))
           .join(memorization, on="run_id"))
     archs = df.select("arch", "params").unique().sort("params", "arch")
     sizes = sorted(df["n"].unique().to_list())
@@ -198,7 +201,8 @@ def bootstrap_capacity(mem: np.ndarray, n_boot: int, rng: np.random.Generator) -
 def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: pl.DataFrame,
                       *, bootstrap: int, ci: float, seed: int) -> pl.DataFrame:
     """Rows of the `laws` table for law 'capacity': alpha (slope through the origin) and
-    mean_bits_per_param (mean of per-architecture C/P), with seed-bootstrap CIs.
+    mean_bits_per_param (mean of per-architecture C/P), with seed-bootstrap CIs, one fit per
+    (kind, family, precision).
 
     lower_bound is set, with its reason, when a capacity behind the fit is a lower bound or
     when any run behind it trained on a CPU (short runs: docs/science.md#what-a-cpu-can-show)."""
@@ -207,12 +211,14 @@ def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: 
     # capacity is measured on synthetic data, where the reference is the true distribution;
     # on text, memorization against a learned reference is no capacity measurement
     synthetic = capacity.filter(pl.col("kind") == "synthetic")
-    for (kind, precision), cap in synthetic.group_by("kind", "precision", maintain_order=True):
-        archs, params, mem = _seed_tensor(runs, memorization, kind, precision)
+    for (kind, family, precision), cap in synthetic.group_by("kind", "family", "precision",
+                                                             maintain_order=True):
+        archs, params, mem = _seed_tensor(runs, memorization, kind, family, precision)
         c_by_arch = dict(zip(cap["arch"], cap["capacity_bits"], strict=True))
         c = np.array([c_by_arch[a] for a in archs])
         boot = bootstrap_capacity(mem, bootstrap, np.random.default_rng(seed))
-        fit_runs = runs.filter((pl.col("kind") == kind) & (pl.col("precision") == precision))
+        fit_runs = runs.filter((pl.col("kind") == kind) & (pl.col("precision") == precision)
+                               & (pl.col("family") == family))
         reasons = []
         if cap["lower_bound"].any():
             reasons.append("capacity not saturated for " + ", ".join(
@@ -224,7 +230,8 @@ def fit_capacity_laws(runs: pl.DataFrame, memorization: pl.DataFrame, capacity: 
             "mean_bits_per_param": ((c / params).mean(), (boot / params).mean(-1)),
         }
         for name, (value, dist) in estimates.items():
-            rows.append({"law": "capacity", "kind": kind, "precision": precision,
+            rows.append({"law": "capacity", "kind": kind, "family": family,
+                         "precision": precision,
                          "parameter": name, "value": float(value),
                          "ci_low": float(np.quantile(dist, lo_q)),
                          "ci_high": float(np.quantile(dist, hi_q)),
@@ -260,13 +267,14 @@ def fit_mia_curve(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None)
 def fit_mia_law(runs: pl.DataFrame, mia: pl.DataFrame, *, bootstrap: int, ci: float, seed: int,
                 attack: str = "loss") -> pl.DataFrame:
     """Rows of `laws` for law 'mia_f1': c1, c2, c3 fitted on cell means of the median-threshold
-    F1 of `attack`, with a seed-bootstrap CI; one fit per (kind, precision)."""
+    F1 of `attack`, with a seed-bootstrap CI; one fit per (kind, family, precision)."""
     df = (runs.join(mia.filter(pl.col("attack") == attack), on="run_id")
           .with_columns(x=sequences_per_param(pl.col("n"), pl.col("seq_len"), pl.col("params"))))
     rows = []
     lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
     rng = np.random.default_rng(seed)
-    for (kind, precision), part in df.group_by("kind", "precision", maintain_order=True):
+    for (kind, family, precision), part in df.group_by("kind", "family", "precision",
+                                                       maintain_order=True):
         cells = part.select("arch", "n").unique().sort("arch", "n")
         if cells.height < 4:
             continue
@@ -286,7 +294,8 @@ def fit_mia_law(runs: pl.DataFrame, mia: pl.DataFrame, *, bootstrap: int, ci: fl
         boot = np.array(boot)
         resid = float(np.sqrt(np.mean((mia_f1(x, *point) - np.nanmean(f1, axis=1)) ** 2)))
         for i, name in enumerate(("c1", "c2", "c3")):
-            rows.append({"law": "mia_f1", "kind": kind, "precision": precision,
+            rows.append({"law": "mia_f1", "kind": kind, "family": family,
+                         "precision": precision,
                          "parameter": name, "value": float(point[i]),
                          "ci_low": float(np.quantile(boot[:, i], lo_q)),
                          "ci_high": float(np.quantile(boot[:, i], hi_q)),
@@ -299,27 +308,29 @@ def fit_mia_law(runs: pl.DataFrame, mia: pl.DataFrame, *, bootstrap: int, ci: fl
 
 # --- dataset-to-capacity ratio and double descent (docs/science.md#dataset-to-capacity-ratio)
 
-def alpha_by_precision(laws: pl.DataFrame) -> pl.DataFrame:
+def synthetic_alpha(laws: pl.DataFrame) -> pl.DataFrame:
+    """The synthetic α of each (family, precision)."""
     return (laws.filter((pl.col("law") == "capacity") & (pl.col("parameter") == "alpha")
                         & (pl.col("kind") == "synthetic"))
-            .select("precision", alpha="value"))
+            .select("family", "precision", alpha="value"))
 
 
 def with_capacity_ratio(memorization: pl.DataFrame, runs: pl.DataFrame,
                         laws: pl.DataFrame) -> pl.DataFrame:
     """Dataset-to-capacity ratio H_ref(D) / (α·P) per run, with α the synthetic
-    bits-per-parameter slope of the run's precision (capacity is a property of the
+    bits-per-parameter slope of the run's family and precision (capacity is a property of the
     architecture, measured on synthetic data), or the paper's α where the experiment fitted
     none (a text-only config); `alpha_source` says which."""
-    return (memorization.join(runs.select("run_id", "precision", "params"), on="run_id")
-            .join(alpha_by_precision(laws), on="precision", how="left")
+    return (memorization.join(runs.select("run_id", "family", "precision", "params"),
+                              on="run_id")
+            .join(synthetic_alpha(laws), on=["family", "precision"], how="left")
             .with_columns(alpha_source=pl.when(pl.col("alpha").is_null())
                           .then(pl.lit(f"paper ({PAPER_ALPHA_BF16})"))
                           .otherwise(pl.lit("synthetic fit")),
                           alpha=pl.col("alpha").fill_null(PAPER_ALPHA_BF16))
             .with_columns(capacity_ratio=capacity_ratio(pl.col("dataset_bits"), pl.col("alpha"),
                                                         pl.col("params")))
-            .drop("precision", "params", "alpha"))
+            .drop("family", "precision", "params", "alpha"))
 
 
 
@@ -384,15 +395,17 @@ def with_next_bracket_n(capacity: pl.DataFrame, runs: pl.DataFrame,
                         laws: pl.DataFrame) -> pl.DataFrame:
     """Add `bracket_next_n`: the N the grid needs next to bracket each synthetic
     architecture's maximum (next_bracket_n), with the predicted capacity α·P / ((S−1)·log2 V)
-    sequences from the synthetic α of its precision (the paper's where none was fitted).
+    sequences from the synthetic α of its family and precision (the paper's where none was
+    fitted).
     Null where no N would help (a maximum inside the grid, not data-limited) and for text
     (its N are shared by every architecture)."""
-    alpha = dict(alpha_by_precision(laws).iter_rows())
+    alpha = {(f, p): a for f, p, a in synthetic_alpha(laws).iter_rows()}
     shapes = runs.filter(pl.col("kind") == "synthetic").select("vocab_size", "seq_len").unique()
     bits_per_seq = (memorizable_bits(1, shapes["seq_len"][0], shapes["vocab_size"][0])
                     if shapes.height == 1 else float("nan"))
     nxt = [next_bracket_n(r["n_at_max"], r["n_min"], r["n_max"],
-                          alpha.get(r["precision"], PAPER_ALPHA_BF16) * r["params"] / bits_per_seq,
+                          alpha.get((r["family"], r["precision"]), PAPER_ALPHA_BF16)
+                          * r["params"] / bits_per_seq,
                           r["bracket_n_above"],
                           r["memorized_fraction_at_max"] >= DATA_LIMITED_FRACTION)
            if r["kind"] == "synthetic" else None for r in capacity.iter_rows(named=True)]
@@ -413,7 +426,7 @@ def quantization_table(runs: pl.DataFrame, memorization: pl.DataFrame, capacity:
     trained weights), its bits per parameter and per stored bit (capacity / the weights'
     stored bits), the share of the trained capacity it keeps, and at the trained capacity's
     N: the memorization and the loss attack's AUC (mean over seeds).
-    trained_lower_bound: the trained capacity is a lower bound (memcap.laws.capacity_table)."""
+    trained_lower_bound: the trained capacity is a lower bound (capacity_table)."""
     keys = ["kind", "arch", "precision"]
     cols = [*keys, "params", "n", "seed", "run_id", "mem_bits", "scheme", "stored_bits_per_param"]
     trained = (runs.join(memorization.select("run_id", "mem_bits"), on="run_id")

@@ -1,7 +1,7 @@
 """The aggregate stage: run records -> the tables of the DuckDB contract -> one database.
 
 `collect` reads every run folder's records into Parquet tables (memorization without its
-capacity ratio, which needs the fitted α: memcap.laws adds it); `build_database` loads every
+capacity ratio, which needs the fitted α: memcap.stages.laws adds it); `build_database` loads every
 table plus the `samples` view over the per-run score files into one DuckDB file, atomically (a
 temporary file renamed into place).
 """
@@ -19,9 +19,10 @@ from memcap.evaluation import memorization_row
 from memcap.io import atomic_path, read_json
 from memcap.plateau import estimate_plateau
 from memcap.quantities import dataset_entropy_bits
+from memcap.shapes import DEFAULT_FAMILY
 
 RUNS_COLUMNS = [
-    "run_id", "kind", "vocab_size", "seq_len", "n", "seed", "arch", "n_layer", "d_model",
+    "run_id", "kind", "vocab_size", "seq_len", "n", "seed", "arch", "family", "n_layer", "d_model",
     "params", "precision", "compute_dtype", "steps", "batch_size", "lr", "saturated",
     "mem_growth_last_window", "final_train_loss", "train_loss", "heldout_loss", "device",
     "compiled", "cuda_graph", "train_seconds", "tokens_per_model", "steps_run", "schedule",
@@ -75,7 +76,9 @@ def collect_tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
         for name, other in (("score.json", s), ("evaluation.json", ev)):
             if other["run_id"] != rid:
                 raise ValueError(f"{d}/{name} belongs to run {other['run_id']}, not {rid}")
-        runs.append({**{k: r.get(k) for k in RUNS_COLUMNS}, "train_loss": s["train_loss"],
+        runs.append({**{k: r.get(k) for k in RUNS_COLUMNS},
+                     "family": r.get("family", DEFAULT_FAMILY),  # records before families: gpt2
+                     "train_loss": s["train_loss"],
                      "heldout_loss": s["heldout_loss"],
                      **plateau_row(d / "train_log.parquet", r, s)})
         by_ref += [{"run_id": rid, "reference": name, **totals}

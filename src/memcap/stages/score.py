@@ -5,7 +5,7 @@ For each seed, writes `scores.parquet`, one row per (sample, reference) for ever
 sample and every held-out sample of the run:
 
   run_id            str      the run (memcap.config.run_id)
-  sample_id         int64    the dataset's id (held-out ids are offset, see memcap.data)
+  sample_id         int64    the dataset's id (held-out ids are offset, see memcap.stages.data)
   member            bool     True for training samples
   reference         str      the reference θ: "uniform" (synthetic), "same-arch" or "oracle"
   primary_reference bool     True for the reference memcap's headline numbers use
@@ -20,7 +20,7 @@ sample and every held-out sample of the run:
 
 and `score.json` with the run's totals per reference and its losses (nats per predicted
 token). Synthetic data: the reference is the true distribution, (S−1)·log2 V bits for every
-sample. Text: the references are models (memcap.reference), whose code lengths of the whole
+sample. Text: the references are models (memcap.stages.reference), whose code lengths of the whole
 pool are read from their score files.
 """
 
@@ -34,8 +34,9 @@ import polars as pl
 from memcap import device as dev
 from memcap.cell import Cell, Runtime
 from memcap.io import atomic_path, write_json
+from memcap.loss import sequence_scores
 from memcap.metrics import MIN_K_FRAC, tfidf
-from memcap.model import load_packed, sequence_scores
+from memcap.models import load_packed
 from memcap.quantities import nats_per_token, uniform_code_bits
 from memcap.samples import memorization_totals, scores_frame
 from memcap.tokens import read_strata, read_token_stack
@@ -44,7 +45,7 @@ PRIMARY = {"synthetic": "uniform", "text": "same-arch"}
 
 
 def read_reference(path: Path) -> dict[int, float]:
-    """sample_id -> nll_bits from a reference's score file (memcap.reference)."""
+    """sample_id -> nll_bits from a reference's score file (memcap.stages.reference)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"reference scores {path} do not exist")
@@ -66,7 +67,7 @@ def score_cell(cell: Cell, runtime: Runtime) -> list[dict]:
     spec, kind = cell.spec, cell.kind
     device = dev.resolve_device(runtime.device)
     dtype = dev.configure(device, spec.precision, runtime.threads)
-    model = load_packed(spec, [Path(d) / "model.safetensors" for d in cell.run_dirs], device)
+    model = load_packed(spec.shape, [Path(d) / "model.safetensors" for d in cell.run_dirs], device)
     amp = dev.autocast(device, dtype)
     references = {name: Path(p) for name, p in cell.references.items()}
     if references and PRIMARY[kind] not in references:

@@ -5,8 +5,8 @@ the audit (docs/science.md#audit).
 tokenizer), so bad input stops before any scoring; `load_causal_lm` loads it for scoring:
 
 - GPT-2 checkpoints whose layout is memcap's own ((in, out) Conv1D weights, tied embeddings,
-  tanh GELU, LayerNorm ε 1e-5, 4d MLP) load onto memcap.model.PackedGPT (one packed model), the
-  model memcap trains and scores;
+  tanh GELU, LayerNorm ε 1e-5, 4d MLP) load onto memcap.models.gpt2.PackedGPT (one packed
+  model), the model memcap trains and scores;
 - any other causal LM scores through `transformers` itself (AutoModelForCausalLM).
 
 Both give code lengths in bits of t = 2..S (the first token is never predicted:
@@ -26,7 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from memcap import device as dev
-from memcap.model import PackedGPT, n_heads, sequence_scores, sequences_per_chunk
+from memcap.cell import spec_from_record
+from memcap.loss import sequence_scores, sequences_per_chunk
+from memcap.models import build
+from memcap.models.gpt2 import PackedGPT, hf_names
+from memcap.shapes import Shape
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -112,40 +116,47 @@ def memcap_layout(config: dict) -> bool:
             and d % config.get("n_head", 1) == 0)
 
 
-def gpt2_names(n_layer: int) -> dict[str, str]:
-    """memcap's weight names -> GPT-2's (transformers, without the `transformer.` prefix)."""
-    names = {"wte": "wte.weight", "wpe": "wpe.weight", "lnf_w": "ln_f.weight",
-             "lnf_b": "ln_f.bias"}
-    for i in range(n_layer):
-        for ours, theirs in (("ln1_w", "ln_1.weight"), ("ln1_b", "ln_1.bias"),
-                             ("attn_w", "attn.c_attn.weight"), ("attn_b", "attn.c_attn.bias"),
-                             ("attn_proj_w", "attn.c_proj.weight"),
-                             ("attn_proj_b", "attn.c_proj.bias"),
-                             ("ln2_w", "ln_2.weight"), ("ln2_b", "ln_2.bias"),
-                             ("fc_w", "mlp.c_fc.weight"), ("fc_b", "mlp.c_fc.bias"),
-                             ("fc_proj_w", "mlp.c_proj.weight"), ("fc_proj_b", "mlp.c_proj.bias")):
-            names[f"blocks.{i}.{ours}"] = f"h.{i}.{theirs}"
-    return names
-
-
 def gpt2_to_packed(hf_model, seq_len: int) -> PackedGPT:
     """A transformers GPT2LMHeadModel as a PackedGPT of one model over the first seq_len
     positions. GPT-2's Conv1D weights are (in, out), as memcap's."""
     c = hf_model.config
     state = {k.removeprefix("transformer."): v for k, v in hf_model.state_dict().items()}
-    model = PackedGPT(1, c.vocab_size, seq_len, c.n_layer, c.n_embd,
-                      n_heads(c.n_embd, c.n_embd // c.n_head))
+    model = PackedGPT(1, Shape(c.vocab_size, seq_len, c.n_layer, c.n_embd,
+                               c.n_embd // c.n_head))
     ours = {k: state[v][:seq_len] if k == "wpe" else state[v]
-            for k, v in gpt2_names(c.n_layer).items()}
+            for k, v in hf_names(c.n_layer).items()}
     model.load_state_dict({k: v.detach().float().unsqueeze(0) for k, v in ours.items()})
     return model
 
 
-def export_run(run_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path) -> dict:
-    """A memcap run (run.json, model.safetensors) and its tokenizer folder (the text stage's)
-    as a transformers GPT-2 checkpoint: config.json, model.safetensors and tokenizer files in
-    out_dir, loadable by any tool (and by the audit, which scores it on memcap's model again).
-    Returns the run's record."""
+HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
+              "mamba": "MambaForCausalLM"}
+
+
+def to_transformers(shape: Shape, state: dict[str, torch.Tensor]):
+    """One model's state (memcap's layout) as the equivalent transformers model of its family
+    (memcap.models.base.PackedLM.hf_config / hf_state), in fp32 and eval mode."""
+    tf = _transformers()
+    packed = build(shape, 1)
+    model = getattr(tf, HF_CLASSES[shape.family])(packed.hf_config(tf))
+    missing, unexpected = model.load_state_dict(packed.hf_state(state), strict=False)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:
+        raise ModelDirError(f"a {shape.family} state does not map onto {HF_CLASSES[shape.family]} "
+                            f"(missing {sorted(set(missing) - tied)}, unexpected "
+                            f"{sorted(unexpected)})")
+    if tied:
+        model.tie_weights()
+    return model.float().eval()
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path,
+               tokenizer_dir: str | Path | None = None) -> dict:
+    """A memcap run (run.json, model.safetensors) as a transformers checkpoint of its family
+    (GPT2LMHeadModel, LlamaForCausalLM, MambaForCausalLM): config.json and model.safetensors
+    in out_dir, loadable by any tool (and by the audit; a GPT-2 it scores on memcap's model
+    again), with the tokenizer files of a text run's tokenizer folder (the text stage's) when
+    given. Returns the run's record."""
     from safetensors.torch import load_file
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -154,35 +165,27 @@ def export_run(run_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Pa
             raise ModelDirError(f"{run_dir / f} does not exist; expected a memcap run folder "
                                 "(results/runs/...: run.json and model.safetensors)")
     run = json.loads((run_dir / "run.json").read_text())
-    tok_dir = Path(tokenizer_dir)
-    manifest = tok_dir / "manifest.json"
-    if not manifest.exists():
-        raise ModelDirError(f"{manifest} does not exist; expected the tokenizer folder the "
-                            "text stage writes (results/text/.../tokenizer)")
-    tok_kind = json.loads(manifest.read_text())["kind"]
-    tf = _transformers()
-    L, d = run["n_layer"], run["d_model"]
-    config = tf.GPT2Config(
-        vocab_size=run["vocab_size"], n_positions=run["seq_len"], n_embd=d, n_layer=L,
-        n_head=n_heads(d, run["head_dim"]), n_inner=4 * d, activation_function="gelu_new",
-        layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        tie_word_embeddings=True)
-    model = tf.GPT2LMHeadModel(config)
-    ours = load_file(str(run_dir / "model.safetensors"))
-    state = {f"transformer.{theirs}": ours[k] for k, theirs in gpt2_names(L).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {"lm_head.weight"}:
-        raise ModelDirError(f"{run_dir}: its weights do not map onto GPT-2 (missing "
-                            f"{sorted(set(missing) - {'lm_head.weight'})}, unexpected "
-                            f"{sorted(unexpected)})")
-    model.tie_weights()
+    tokenizer = None
+    if tokenizer_dir is not None:
+        tok_dir = Path(tokenizer_dir)
+        manifest = tok_dir / "manifest.json"
+        if not manifest.exists():
+            raise ModelDirError(f"{manifest} does not exist; expected the tokenizer folder the "
+                                "text stage writes (results/text/.../tokenizer)")
+        tf = _transformers()
+        if json.loads(manifest.read_text())["kind"] == "gpt2":
+            tokenizer = tf.GPT2TokenizerFast(vocab_file=str(tok_dir / "encoder.json"),
+                                             merges_file=str(tok_dir / "vocab.bpe"))
+        else:
+            tokenizer = tf.PreTrainedTokenizerFast(tokenizer_file=str(tok_dir / "tokenizer.json"))
+    shape = spec_from_record(run).shape
+    try:
+        model = to_transformers(shape, load_file(str(run_dir / "model.safetensors")))
+    except ModelDirError as err:
+        raise ModelDirError(f"{run_dir}: {err}") from None
     model.save_pretrained(str(out_dir))
-    if tok_kind == "gpt2":
-        tokenizer = tf.GPT2TokenizerFast(vocab_file=str(tok_dir / "encoder.json"),
-                                         merges_file=str(tok_dir / "vocab.bpe"))
-    else:
-        tokenizer = tf.PreTrainedTokenizerFast(tokenizer_file=str(tok_dir / "tokenizer.json"))
-    tokenizer.save_pretrained(str(out_dir))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out_dir))
     return run
 
 

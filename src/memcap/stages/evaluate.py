@@ -18,13 +18,13 @@ from memcap import device as dev
 from memcap.cell import Cell, Runtime
 from memcap.evaluation import SCORE_COLUMNS, evaluate_scores, extraction_rows
 from memcap.io import atomic_path, write_json
-from memcap.model import PackedGPT, load_packed
+from memcap.models import PackedLM, load_packed
 from memcap.tokenizer import load_tokenizer
 from memcap.tokens import count_rows, read_token_stack
 
 
 @torch.no_grad()
-def greedy_extraction(model: PackedGPT, tokens: torch.Tensor, prefix_len: int,
+def greedy_extraction(model: PackedLM, tokens: torch.Tensor, prefix_len: int,
                       batch_size: int = 512) -> torch.Tensor:
     """Whether greedy decoding from the first k tokens reproduces each whole sequence.
 
@@ -70,7 +70,7 @@ def evaluate_cell(cell: Cell, runtime: Runtime, *, mia_samples: int, mia_seed: i
     spec = cell.spec
     device = dev.resolve_device(runtime.device)
     dtype = dev.configure(device, spec.precision, runtime.threads)
-    model = load_packed(spec, [Path(d) / "model.safetensors" for d in cell.run_dirs], device)
+    model = load_packed(spec.shape, [Path(d) / "model.safetensors" for d in cell.run_dirs], device)
     S = spec.seq_len
     prefixes = sorted({min(k, S - 1) for k in extraction_prefixes})
     # only the rows extraction decodes are read: at most extraction_samples per split

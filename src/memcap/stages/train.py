@@ -19,7 +19,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +27,10 @@ import torch
 from torch import nn
 
 from memcap import device as dev
-from memcap.cell import Cell, Preempted, Runtime, TrainSpec
+from memcap.cell import Cell, Preempted, Runtime, TrainSpec, spec_record
 from memcap.io import atomic_path, write_json
-from memcap.model import PackedGPT, mean_token_nll, n_heads, save_model, sequence_nll_bits
+from memcap.loss import mean_token_nll, sequence_nll_bits
+from memcap.models import PackedLM, build, save_model
 from memcap.optim import Optimizers, make_optimizer
 from memcap.quantities import uniform_code_bits
 from memcap.tokens import read_token_stack
@@ -305,8 +305,7 @@ class _Training:
         self.amp = dev.autocast(device, dtype)
         self.eval_t = data[:, :spec.eval_samples].long()
         self.eval_scale = spec.n / self.eval_t.shape[1]
-        self.model = PackedGPT(len(seeds), spec.vocab_size, spec.seq_len, spec.n_layer,
-                               spec.d_model, n_heads(spec.d_model, spec.head_dim))
+        self.model = build(spec.shape, len(seeds))
         self.model.init_weights(seeds)
         self.model.to(device)
         assert self.model.params_per_model() == spec.params
@@ -318,7 +317,7 @@ class _Training:
         self.opt = make_optimizer(self.model, spec, self.lr_t if self.graphed else spec.lr,
                                   capturable=self.graphed)
         self.sampler = EpochSampler(seeds, spec.n, spec.batch, device)
-        self.identity = {"spec": asdict(spec), "seeds": seeds}
+        self.identity = {"spec": spec_record(spec), "seeds": seeds}
         self.rows: list[dict] = []
         self.step, self.elapsed, self.t0 = 0, 0.0, time.perf_counter()
         # the plateau schedule's state: where its decay starts (None: not yet), whether the
@@ -501,7 +500,7 @@ class _Training:
         return records
 
 
-def write_outputs(cell: Cell, model: PackedGPT, log: pl.DataFrame, records: list[dict]) -> None:
+def write_outputs(cell: Cell, model: PackedLM, log: pl.DataFrame, records: list[dict]) -> None:
     """Each seed's weights, training log and run record, written only after every seed
     finished, so a failure leaves no output for any seed."""
     for m, (seed, out) in enumerate(zip(cell.seeds, map(Path, cell.run_dirs), strict=True)):
