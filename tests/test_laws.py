@@ -25,7 +25,8 @@ def _frames(mem_fn, archs=(("L1-d8", 1000), ("L1-d16", 3000), ("L2-d16", 5000)),
         for n in sizes:
             for s in seeds:
                 rid = run_id("synthetic", 64, 32, arch, "fp32", n, s)
-                runs.append({"run_id": rid, "kind": "synthetic", "arch": arch, "n_layer": 1,
+                runs.append({"run_id": rid, "kind": "synthetic", "arch": arch, "family": "gpt2",
+                             "n_layer": 1,
                              "d_model": 8, "params": params, "precision": "fp32", "n": n,
                              "seed": s, "saturated": saturated})
                 dataset = n * 186.0

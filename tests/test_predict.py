@@ -33,9 +33,9 @@ def test_predict_command_prints_the_answer():
 
 def test_verify_plan_inverts_the_law():
     laws = pl.DataFrame({"law": ["mia_f1"] * 3, "kind": ["synthetic"] * 3,
-                         "precision": ["fp32"] * 3, "parameter": ["c1", "c2", "c3"],
+                         "family": ["gpt2"] * 3, "precision": ["fp32"] * 3, "parameter": ["c1", "c2", "c3"],
                          "value": [PAPER_MIA["c1"], PAPER_MIA["c2"], PAPER_MIA["c3"]]})
-    p = plan(laws, "synthetic", "fp32", params=123_702_528, seq_len=64,
+    p = plan(laws, "synthetic", "fp32", "gpt2", params=123_702_528, seq_len=64,
              targets=[0.55, 0.75, 0.95])
     ns = [c["n"] for c in p["cells"]]
     assert ns == sorted(ns, reverse=True)
@@ -46,19 +46,22 @@ def test_verify_plan_inverts_the_law():
     assert all(c["predicted_f1"] == pytest.approx(c["target_f1"], abs=1e-4)
                for c in p["cells"])
     with pytest.raises(ValueError, match="no fitted membership law"):
-        plan(laws, "synthetic", "bf16", 10, 64, [0.6])
+        plan(laws, "synthetic", "bf16", "gpt2", 10, 64, [0.6])
+    with pytest.raises(ValueError, match="family llama"):
+        plan(laws, "synthetic", "fp32", "llama", 10, 64, [0.6])
 
 
 def law_database(path, laws: dict[str, dict]) -> None:
     """A database whose laws table holds an α and one membership law per kind."""
     import duckdb
-    rows = [("capacity", "synthetic", "fp32", "alpha", 2.5, False)]
-    rows += [("mia_f1", kind, "fp32", name, value, False)
+    rows = [("capacity", "synthetic", "gpt2", "fp32", "alpha", 2.5, False),
+            ("capacity", "synthetic", "mamba", "fp32", "alpha", 1.5, False)]
+    rows += [("mia_f1", kind, "gpt2", "fp32", name, value, False)
              for kind, c in laws.items() for name, value in c.items()]
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE laws (law VARCHAR, kind VARCHAR, precision VARCHAR, "
-                "parameter VARCHAR, value DOUBLE, lower_bound BOOLEAN)")
-    con.executemany("INSERT INTO laws VALUES (?, ?, ?, ?, ?, ?)", rows)
+    con.execute("CREATE TABLE laws (law VARCHAR, kind VARCHAR, family VARCHAR, "
+                "precision VARCHAR, parameter VARCHAR, value DOUBLE, lower_bound BOOLEAN)")
+    con.executemany("INSERT INTO laws VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     con.close()
 
 
@@ -69,6 +72,9 @@ def test_predict_uses_the_law_of_the_kind_asked_for(tmp_path):
     law_database(db, {"synthetic": synthetic, "text": text})
     assert fitted_constants(db, "fp32", "synthetic")[2] == synthetic
     assert fitted_constants(db, "fp32", "text")[2] == text
+    # another family's α, and no membership law of its own: the paper's
+    alpha, _, law, law_src = fitted_constants(db, "fp32", "synthetic", "mamba")
+    assert alpha == 1.5 and law == dict(PAPER_MIA) and "paper" in law_src
     assert law_kind(None, None) == "synthetic" and law_kind(None, 9.0) == "text"
     assert law_kind("synthetic", 9.0) == "synthetic"
     # the command: text implied by --bits-per-token, stated in the answer, or chosen
@@ -77,9 +83,9 @@ def test_predict_uses_the_law_of_the_kind_asked_for(tmp_path):
                                "--n", "1000", "--precision", "fp32", "--db", str(db), *args],
                               capture_output=True, text=True, check=True,
                               env={"PYTHONPATH": str(REPO / "src")}).stdout
-    assert "(text law, fp32)" in run("--bits-per-token", "3.0")
-    assert "(synthetic law, fp32)" in run("--vocab-size", "64")
-    assert "(synthetic law, fp32)" in run("--bits-per-token", "3.0", "--kind", "synthetic")
+    assert "(gpt2 text law, fp32)" in run("--bits-per-token", "3.0")
+    assert "(gpt2 synthetic law, fp32)" in run("--vocab-size", "64")
+    assert "(gpt2 synthetic law, fp32)" in run("--bits-per-token", "3.0", "--kind", "synthetic")
     # a kind with no fitted law falls back to the paper's, and says so
     law_database(tmp_path / "syn.duckdb", {"synthetic": synthetic})
     _, _, law, source = fitted_constants(tmp_path / "syn.duckdb", "fp32", "text")

@@ -443,6 +443,8 @@ def cmd_verify_summary(a: argparse.Namespace) -> None:
          arg("--bits-per-token", type=float, help="entropy per token of the data"),
          arg("--vocab-size", type=int, help="uniform random tokens over V ids"),
          arg("--precision", choices=["bf16", "fp32"], default="bf16"),
+         arg("--family", choices=["gpt2", "llama", "mamba"], default="gpt2",
+             help="the model family whose fitted α and law answer (gpt2)"),
          arg("--kind", choices=["synthetic", "text"],
              help="whose fitted membership law: synthetic or text (default: text when "
                   "--bits-per-token is given, else synthetic)"),
@@ -452,7 +454,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
     from memcap.stages.predict import answer
 
     print(answer(a.params, a.n, a.seq_len, a.bits_per_token, a.vocab_size, a.precision,
-                 None if a.paper else a.db, a.kind))
+                 None if a.paper else a.db, a.kind, a.family))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -201,10 +201,6 @@ def validate_config(config: dict) -> dict:
 
 
 def _check_architectures(cfg: dict, key: str, archs: list[dict], train: dict) -> None:
-    ids = [arch_id(a) for a in archs]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise ConfigError(f"config key '{key}': {dupes} listed more than once")
     for i, arch in enumerate(archs):
         head_dim = {**train, **arch.get("train", {})}["head_dim"]
         options = family_options(arch)
@@ -221,6 +217,10 @@ def _check_architectures(cfg: dict, key: str, archs: list[dict], train: dict) ->
         except ShapeError as err:
             raise ConfigError(f"config key '{key}[{i}].d_model': {err} (family "
                               f"{arch['family']}, train.head_dim {head_dim})") from None
+    ids = [arch_id(a) for a in archs]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"config key '{key}': {dupes} listed more than once")
 
 
 def _option_family(option: str) -> str:

@@ -140,32 +140,43 @@ def memorization_vs_n(t: Tables) -> alt.Chart:
                                        "reference); band: seed min–max"))
 
 
+def _series(df: pl.DataFrame, families: int) -> pl.DataFrame:
+    """The colour of a capacity row or α fit: its precision, led by its model family when the
+    experiment compares families."""
+    return df.with_columns(series=pl.format("{} {}", "family", "precision") if families > 1
+                           else pl.col("precision"))
+
+
 def capacity_vs_params(t: Tables) -> alt.Chart:
-    """Capacity against parameter count, one colour per precision, with the fitted α line,
-    its CI band and the paper's α (bf16) for reference. Open marks are lower bounds."""
+    """Capacity against parameter count, one colour per model family (and precision), with
+    each one's fitted α line, its CI band and the paper's α (bf16) for reference. Open marks
+    are lower bounds."""
     cap = t.capacity.filter(pl.col("kind") == "synthetic")
     if cap.is_empty():
         return _empty("Capacity against parameters", "no synthetic runs in this experiment")
-    cap = cap.with_columns(_status())
-    laws = (t.laws.filter((pl.col("law") == "capacity") & (pl.col("parameter") == "alpha"))
-            .select("kind", "precision", pl.col("value").alias("alpha"), "ci_low", "ci_high"))
+    families = cap["family"].n_unique()
+    cap = _series(cap.with_columns(_status()), families)
+    laws = _series(t.laws.filter((pl.col("law") == "capacity") & (pl.col("parameter") == "alpha"))
+                   .select("kind", "family", "precision", pl.col("value").alias("alpha"),
+                           "ci_low", "ci_high"), families)
     pmax = float(cap["params"].max()) * 1.05
     fit = pl.concat([
         laws.with_columns(params=pl.lit(0.0)),
         laws.with_columns(params=pl.lit(pmax)),
     ]).with_columns(fit=pl.col("alpha") * pl.col("params"), lo=pl.col("ci_low") * pl.col("params"),
                     hi=pl.col("ci_high") * pl.col("params"),
-                    label=pl.format("α = {} bits/param", pl.col("alpha").round(3)))
+                    label=pl.format("{}: α = {} bits/param", "series",
+                                    pl.col("alpha").round(3)))
     paper = pl.DataFrame({"params": [0.0, pmax]}).with_columns(
         paper=pl.col("params") * PAPER_ALPHA_BF16)
     x = alt.X("params:Q", title="parameters P")
-    colour = alt.Color("precision:N")
+    colour = alt.Color("series:N", title="family" if families > 1 else "precision")
     points = alt.Chart(cap).mark_point(size=90, filled=True).encode(
         x=x, y=alt.Y("capacity_bits:Q", title="capacity (bits)"), color=colour,
         shape=alt.Shape("status:N", title="capacity",
                         scale=alt.Scale(domain=["saturated", "lower bound"],
                                         range=["circle", "triangle-down"])),
-        tooltip=["arch", "params", alt.Tooltip("capacity_bits:Q", format=",.0f"),
+        tooltip=["arch", "family", "params", alt.Tooltip("capacity_bits:Q", format=",.0f"),
                  "n_at_max", alt.Tooltip("bits_per_param:Q", format=".3f"), "status"])
     band = alt.Chart(fit).mark_area(opacity=0.15).encode(x=x, y="lo:Q", y2="hi:Q", color=colour)
     line = alt.Chart(fit).mark_line().encode(x=x, y="fit:Q", color=colour,
@@ -187,18 +198,19 @@ def bits_per_param(t: Tables) -> alt.Chart:
              .with_columns(bpp=pl.col("mem_bits") / pl.col("run_params")))
     df = (t.capacity.filter(pl.col("kind") == "synthetic")
           .join(seeds, on=["kind", "arch", "precision", "n_at_max"])
-          .group_by("arch", "precision", "params", "bits_per_param", "saturated")
+          .group_by("arch", "family", "precision", "params", "bits_per_param", "saturated")
           .agg(bpp_min=pl.col("bpp").min(), bpp_max=pl.col("bpp").max())
           .sort("params", "arch", "precision"))
     if df.is_empty():
         return _empty("Bits per parameter at capacity", "no synthetic runs in this experiment")
-    df = df.with_columns(_status())
+    families = df["family"].n_unique()
+    df = _series(df.with_columns(_status()), families)
     order = df.sort("params")["arch"].unique(maintain_order=True).to_list()
     x = alt.X("arch:N", sort=order, title="architecture (by parameter count)")
     xo = alt.XOffset("precision:N")
     bars = alt.Chart(df).mark_bar().encode(
         x=x, xOffset=xo, y=alt.Y("bits_per_param:Q", title="bits per parameter"),
-        color="precision:N",
+        color=alt.Color("series:N", title="family" if families > 1 else "precision"),
         opacity=alt.Opacity("status:N", scale=alt.Scale(domain=["saturated", "lower bound"],
                                                          range=[0.9, 0.4]), title="capacity"),
         tooltip=["arch", "params", alt.Tooltip("bits_per_param:Q", format=".3f"), "status"])

@@ -17,11 +17,12 @@ from memcap.paper import PAPER_ALPHA_BF16, PAPER_MIA
 from memcap.quantities import LAW_SEQ_LEN, mia_f1, sequences_per_param
 
 
-def fitted_constants(db: Path | None, precision: str,
-                     kind: str = "synthetic") -> tuple[float, str, dict, str]:
+def fitted_constants(db: Path | None, precision: str, kind: str = "synthetic",
+                     family: str = "gpt2") -> tuple[float, str, dict, str]:
     """(α, its source, law constants, their source) from the database or the paper. α is the
-    synthetic capacity slope (capacity belongs to the architecture); the membership law is
-    the one fitted on `kind`'s grid (synthetic or text), never the other kind's."""
+    synthetic capacity slope of the model family (capacity belongs to the architecture); the
+    membership law is the family's fitted on `kind`'s grid (synthetic or text), never the
+    other kind's."""
     alpha, alpha_src = PAPER_ALPHA_BF16, "the paper (bf16 slope)"
     law, law_src = dict(PAPER_MIA), f"the paper (no {kind} law fitted in the database)"
     if db is None or not Path(db).exists():
@@ -29,16 +30,18 @@ def fitted_constants(db: Path | None, precision: str,
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute("""SELECT law, kind, parameter, value, lower_bound FROM laws
-                              WHERE precision = ?""", [precision]).fetchall()
+                              WHERE precision = ? AND family = ?""",
+                           [precision, family]).fetchall()
     finally:
         con.close()
     for law_name, law_kind, parameter, value, lower in rows:
         if law_name == "capacity" and parameter == "alpha" and law_kind == "synthetic":
             alpha = value
-            alpha_src = f"{db} (synthetic, {precision}{', a lower bound' if lower else ''})"
+            alpha_src = (f"{db} ({family}, synthetic, {precision}"
+                         f"{', a lower bound' if lower else ''})")
     fit = {p: v for name, k, p, v, _ in rows if name == "mia_f1" and k == kind}
     if set(fit) == {"c1", "c2", "c3"}:
-        law, law_src = fit, f"{db} ({kind} law, {precision})"
+        law, law_src = fit, f"{db} ({family} {kind} law, {precision})"
     return alpha, alpha_src, law, law_src
 
 
@@ -68,13 +71,13 @@ def law_kind(kind: str | None, bits_per_token: float | None) -> str:
 
 def answer(params: int, n: int, seq_len: int, bits_per_token: float | None,
            vocab_size: int | None, precision: str, db: Path | None,
-           kind: str | None = None) -> str:
+           kind: str | None = None, family: str = "gpt2") -> str:
     """`memcap predict`: the prediction for P parameters on N sequences, as text. The data's
     bits per token: given, or log2 V for uniform tokens over V ids, or unknown. Constants from
-    the database `db` when it has them (None: the paper's); the membership law of `kind`
-    (law_kind)."""
+    the database `db` when it has them (None: the paper's), of the model's family; the
+    membership law of `kind` (law_kind)."""
     alpha, alpha_src, law, law_src = fitted_constants(db, precision,
-                                                      law_kind(kind, bits_per_token))
+                                                      law_kind(kind, bits_per_token), family)
     if bits_per_token is None and vocab_size is not None:
         bits_per_token = math.log2(vocab_size)
     result = predict(params, n, seq_len, bits_per_token, alpha, law)

@@ -122,7 +122,7 @@ def query(con: duckdb.DuckDBPyConnection) -> dict:
         "runs": con.sql("SELECT * FROM grid_runs").pl(),
         "cap": con.sql("""SELECT * FROM capacity WHERE kind = 'synthetic'
                           ORDER BY precision, params""").pl(),
-        "laws": con.sql("SELECT * FROM laws ORDER BY kind, precision, parameter").pl(),
+        "laws": con.sql("SELECT * FROM laws ORDER BY kind, family, precision, parameter").pl(),
         "plateau": con.sql("""SELECT r.arch, r.precision, r.n, count(*) AS seeds,
                                      avg(m.mem_bits) AS measured_bits,
                                      avg(r.mem_bits_plateau) AS estimate_bits,
@@ -250,6 +250,24 @@ def _paper_bpp(parameter: str, precision: str) -> str | None:
     return f"{PAPER_MEAN_BPP[precision]}" if precision in PAPER_MEAN_BPP else None
 
 
+def _family_note(laws: pl.DataFrame) -> list[str]:
+    """With several model families: each family's α against GPT-2's at the same precision
+    (docs/science.md#model-families)."""
+    alpha = laws.filter((pl.col("law") == "capacity") & (pl.col("parameter") == "alpha"))
+    if alpha["family"].n_unique() < 2:
+        return []
+    gpt2 = {r["precision"]: r["value"] for r in
+            alpha.filter(pl.col("family") == "gpt2").iter_rows(named=True)}
+    lines = [f"{r['family']} {r['precision']}: α {r['value']:.3f} ({r['ci_low']:.3f}–"
+             f"{r['ci_high']:.3f})" + (f", {r['value'] / gpt2[r['precision']]:.2f}× GPT-2's"
+                                      if r["precision"] in gpt2 else "")
+             for r in alpha.filter(pl.col("family") != "gpt2").iter_rows(named=True)]
+    return ["<h3>Model families</h3><p>Capacity of each family on the same data, seeds, "
+            "budget rules and estimator: " + "; ".join(lines) + ". Knowledge capacity "
+            "(Allen-Zhu &amp; Li 2024, a different protocol) found Llama-style models storing "
+            "1.3× less than GPT-2 at 100 exposures, and equal at 1,000.</p>"]
+
+
 def _few_seeds_note(laws: pl.DataFrame) -> str:
     """A warning where CIs come from fewer seeds than laws.MIN_CI_SEEDS."""
     few = laws.filter(pl.col("ci_few_seeds"))
@@ -280,20 +298,24 @@ def _capacity_sections(runs: pl.DataFrame, cap: pl.DataFrame, laws: pl.DataFrame
                        sat: pl.DataFrame) -> list[str]:
     syn = runs.filter(pl.col("kind") == "synthetic")
     vocab, seq = (syn["vocab_size"][0], syn["seq_len"][0]) if syn.height else (None, None)
-    # α with CI, beside the paper
-    rows = [{"kind": r["kind"], "precision": r["precision"], "quantity": r["parameter"],
-             "memcap": r["value"], "CI low": r["ci_low"], "CI high": r["ci_high"],
-             "seeds": r["n_seeds"], "architectures": r["n_archs"],
+    # α with CI per model family, beside the paper (which measured GPT-2)
+    rows = [{"kind": r["kind"], "family": r["family"], "precision": r["precision"],
+             "quantity": r["parameter"], "memcap": r["value"], "CI low": r["ci_low"],
+             "CI high": r["ci_high"], "seeds": r["n_seeds"], "architectures": r["n_archs"],
              "status": f"lower bound: {r['note']}" if r["lower_bound"] else "saturated",
-             "paper": _paper_bpp(r["parameter"], r["precision"])}
+             "paper": _paper_bpp(r["parameter"], r["precision"]) if r["family"] == "gpt2"
+             else None}
             for r in laws.filter(pl.col("law") == "capacity").iter_rows(named=True)]
     parts = ["<h2>Bits per parameter</h2><p>α is the least-squares slope of capacity "
-             "against parameters through the origin; the CI is a percentile bootstrap over "
-             "seeds. <b>A lower bound</b> means at least one capacity behind it is not a "
-             "saturated plateau (short CPU runs bound α from below; do not read them as the "
-             "paper's number: docs/science.md#what-a-cpu-can-show).</p>"]
+             "against parameters through the origin, one fit per model family; the CI is a "
+             "percentile bootstrap over seeds. <b>A lower bound</b> means at least one "
+             "capacity behind it is not a saturated plateau (short CPU runs bound α from "
+             "below; do not read them as the paper's number: "
+             "docs/science.md#what-a-cpu-can-show).</p>"]
     parts.append(_few_seeds_note(laws.filter(pl.col("law") == "capacity")))
-    parts.append(_table(pl.DataFrame(rows), left=("kind", "precision", "quantity", "status"))
+    parts += _family_note(laws)
+    parts.append(_table(pl.DataFrame(rows),
+                        left=("kind", "family", "precision", "quantity", "status"))
                  if rows else "<p>No synthetic runs in this experiment: capacity and α are "
                  "measured on synthetic data only.</p>")
     tokens = runs["tokens_per_model"].max()
@@ -320,10 +342,10 @@ def _capacity_sections(runs: pl.DataFrame, cap: pl.DataFrame, laws: pl.DataFrame
                  "remains a lower bound on what the architecture can store: the optimizer may "
                  "not reach the optimum.</p>")
     parts.append(_table(capv.select(
-        "kind", "precision", "arch", "params", "capacity_bits", "capacity_seed_std",
+        "kind", "family", "precision", "arch", "params", "capacity_bits", "capacity_seed_std",
         "bits_per_param", "n_at_max", "bracket_n_below", "bracket_n_above",
         "memorized_fraction_at_max", "status", "paper_bits"),
-        left=("kind", "precision", "arch", "status")))
+        left=("kind", "family", "precision", "arch", "status")))
     parts += _bracket_note(cap)
 
     parts.append("<h2>Saturated runs</h2><p>Runs passing the saturation rule, per kind, "
@@ -515,14 +537,15 @@ def _mia_sections(mia: pl.DataFrame, attack_gap: pl.DataFrame, laws: pl.DataFram
     parts.append("<h2>Membership-inference law</h2><p>F1(N/P) = ½·(1 + c1·σ(−c2·(N/P − "
                  "c3))), N counted in 64-token sequences (N·S/64), fitted to the cell means "
                  "of the loss attack's median-threshold F1, one law per kind (synthetic, "
-                 "text) and precision; CIs from a bootstrap over seeds.</p>")
+                 "text), model family and precision; CIs from a bootstrap over seeds.</p>")
     if fit.height:
         parts.append(_few_seeds_note(fit))
-        rows = [{"kind": r["kind"], "precision": r["precision"], "parameter": r["parameter"],
-                 "memcap": r["value"], "CI low": r["ci_low"], "CI high": r["ci_high"],
-                 "paper": PAPER_MIA[r["parameter"]], "fit": r["note"]}
+        rows = [{"kind": r["kind"], "family": r["family"], "precision": r["precision"],
+                 "parameter": r["parameter"], "memcap": r["value"], "CI low": r["ci_low"],
+                 "CI high": r["ci_high"], "paper": PAPER_MIA[r["parameter"]], "fit": r["note"]}
                 for r in fit.iter_rows(named=True)]
-        parts.append(_table(pl.DataFrame(rows), left=("kind", "precision", "parameter", "fit")))
+        parts.append(_table(pl.DataFrame(rows),
+                            left=("kind", "family", "precision", "parameter", "fit")))
     else:
         parts.append("<p>Too few cells to fit the law (at least 4 are needed).</p>")
     if verify is not None:
