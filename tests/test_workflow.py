@@ -216,6 +216,24 @@ def test_adding_an_architecture_schedules_only_its_jobs(smoke):
                                                         "quantize": 3, **AGGREGATES}
 
 
+def test_the_family_key_reruns_nothing_and_a_new_family_only_its_jobs(smoke):
+    """gpt2 is the default family: naming it on every architecture changes no job; a Llama
+    and a Mamba architecture plan their own cells only (3 N each, quantized too)."""
+    def named(cfg):
+        for key in ("architectures",):
+            for arch in cfg[key]:
+                arch["family"] = "gpt2"
+        for arch in cfg["text"]["architectures"]:
+            arch["family"] = "gpt2"
+    assert plan(smoke, edited(smoke, "gpt2", named)) == {}
+
+    def families(cfg):
+        cfg["architectures"] += [{"family": "llama", "n_layer": 1, "d_model": 8},
+                                 {"family": "mamba", "n_layer": 1, "d_model": 8}]
+    assert plan(smoke, edited(smoke, "families", families)) == {
+        "train": 6, "score": 6, "evaluate": 6, "quantize": 6, **AGGREGATES}
+
+
 def test_a_hyperparameter_reruns_only_the_cells_it_affects(smoke):
     def one_arch(cfg):
         cfg["architectures"][0]["train"] = {"lr": 0.02}

@@ -34,17 +34,66 @@ EPS = 1e-5
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
 
 
-def selective_scan(decay: torch.Tensor, inputs: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """y_t = s_t·C_t with s_t = decay_t ⊙ s_{t−1} + inputs_t, s_0 = 0.
+class _SelectiveScan(torch.autograd.Function):
+    """The scan with its gradient written out: the forward pass keeps every state (S-major
+    buffers, so each position is one contiguous slice), the backward pass runs the adjoint
+    recursion g_t = ∂y_t/∂s_t + exp(Δ_{t+1}·A) ⊙ g_{t+1} backwards in place, and every other
+    gradient follows from the states and g in whole-tensor products. Autograd through the
+    loop would record S small steps and S slices for each tensor instead."""
 
-    decay, inputs (..., S, E, N); C (..., S, N) -> y (..., S, E)."""
-    S = decay.shape[-3]
-    state = torch.zeros_like(inputs[..., 0, :, :])
-    states = []
-    for t in range(S):
-        state = torch.addcmul(inputs[..., t, :, :], decay[..., t, :, :], state)
-        states.append(state)
-    return torch.einsum("...sen,...sn->...se", torch.stack(states, dim=-3), C)
+    @staticmethod
+    def forward(ctx, dt, A, B, C, u):
+        # (M, B, S, ·) -> S-major (S, M, B, ·)
+        dt_s, u_s, B_s, C_s = (x.movedim(2, 0) for x in (dt, u, B, C))
+        M, E, N = A.shape
+        decay = torch.exp(dt_s.unsqueeze(-1) * A.view(1, M, 1, E, N))  # (S, M, B, E, N)
+        states = (dt_s * u_s).unsqueeze(-1) * B_s.unsqueeze(-2)  # the inputs, then the states
+        for t in range(1, states.shape[0]):
+            states[t].addcmul_(decay[t], states[t - 1])
+        ctx.save_for_backward(dt_s, A, B_s, C_s, u_s, decay, states)
+        return (states * C_s.unsqueeze(-2)).sum(-1).movedim(0, 2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        dt_s, A, B_s, C_s, u_s, decay, states = ctx.saved_tensors
+        gy_s = gy.movedim(2, 0)  # (S, M, B, E)
+        gC = (gy_s.unsqueeze(-1) * states).sum(-2)
+        g = gy_s.unsqueeze(-1) * C_s.unsqueeze(-2)  # ∂y_t/∂s_t, then the adjoint g_t
+        for t in range(g.shape[0] - 2, -1, -1):
+            g[t].addcmul_(decay[t + 1], g[t + 1])
+        # ∂/∂(Δ·A) of the decay: g_t ⊙ s_{t−1} ⊙ decay_t (nothing at t = 0)
+        g_log = torch.zeros_like(g)
+        torch.mul(g[1:], states[:-1], out=g_log[1:])
+        g_log.mul_(decay)
+        gA = (g_log * dt_s.unsqueeze(-1)).sum((0, 2))  # (M, E, N)
+        g_du = (g * B_s.unsqueeze(-2)).sum(-1)  # the input (Δ·u) ⊗ B
+        gB = (g * (dt_s * u_s).unsqueeze(-1)).sum(-2)
+        g_dt = (g_log * A.unsqueeze(1)).sum(-1) + g_du * u_s  # A (M, 1, E, N) per slice
+        g_u = g_du * dt_s
+        return (g_dt.movedim(0, 2), gA, gB.movedim(0, 2), gC.movedim(0, 2), g_u.movedim(0, 2))
+
+
+def selective_scan(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   u: torch.Tensor) -> torch.Tensor:
+    """y_t = s_t·C_t with s_t = exp(Δ_t·A) ⊙ s_{t−1} + (Δ_t·u_t) ⊗ B_t, s_0 = 0, in fp32.
+
+    dt (Δ), u (M, B, S, E); A (M, E, N); B, C (M, B, S, N) -> y (M, B, S, E).
+
+    With gradients: _SelectiveScan. Without (scoring), each position's decay and input are
+    formed in turn and only the current state is held, so scoring never holds an
+    (M, B, S, E, N) tensor."""
+    M, _, _, E = dt.shape
+    if torch.is_grad_enabled():
+        return _SelectiveScan.apply(dt, A, B, C, u)
+    A = A.view(M, 1, E, -1)
+    state, ys = None, []
+    for d, x, b, c in zip(dt.unbind(2), u.unbind(2), B.unbind(2), C.unbind(2), strict=True):
+        inputs = (d * x).unsqueeze(-1) * b.unsqueeze(-2)
+        state = inputs if state is None else torch.addcmul(
+            inputs, torch.exp(d.unsqueeze(-1) * A), state)
+        ys.append((state * c.unsqueeze(-2)).sum(-1))
+    return torch.stack(ys, dim=2)
 
 
 class Block(nn.Module):
@@ -85,9 +134,8 @@ class Block(nn.Module):
                                        self.dt_proj_b))  # (M, T, E)
         A = -torch.exp(self.A_log.float())  # (M, E, N)
         dt, u32 = dt.float().view(M, batch, S, E), u.float().view(M, batch, S, E)
-        decay = torch.exp(dt.unsqueeze(-1) * A.view(M, 1, 1, E, N))  # (M, B, S, E, N)
-        inputs = (dt * u32).unsqueeze(-1) * B.float().view(M, batch, S, 1, N)
-        y = selective_scan(decay, inputs, C.float().view(M, batch, S, N))
+        y = selective_scan(dt, A, B.float().view(M, batch, S, N), C.float().view(M, batch, S, N),
+                           u32)
         y = (y + u32 * self.D.view(M, 1, 1, E)).reshape(M, T, E).to(x.dtype)
         return x + batched_linear(seen("out_proj_w", y * F.silu(z)), self.out_proj_w)
 
