@@ -198,6 +198,13 @@ def fused_token_nll(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor,
         return blocked_token_nll(hf, w.float(), targets, rows).view(M, B, S - 1)
 
 
+# A CPU scores in chunks of at most this many tokens over all packed models: a chunk's
+# activations then stay in cache. At V 64, S 32 and 2 seeds, chunks of 64 sequences score
+# llama-L1-d32 2.2× and L1-d32 1.2× faster than chunks of 512 (benchmarks/trainer_vs_hf.py,
+# docs/benchmarks.md#model-families).
+CPU_SCORE_TOKENS = 4096
+
+
 @torch.no_grad()
 def sequence_nll_bits(model: PackedModel, tokens: torch.Tensor, batch_size: int,
                       amp: contextlib.AbstractContextManager | None = None,
@@ -221,13 +228,16 @@ def sequence_scores(model: PackedModel, tokens: torch.Tensor, batch_size: int,
     """(nll bits (M, N) fp64 as sequence_nll_bits, and with min_k_frac the Min-K% score: the
     mean code length in bits of the ⌈k·(S−1)⌉ least likely tokens of each sequence, else
     None), from one pass over the tokens. fused (default: on a CPU): the per-token losses
-    through fused_token_nll, in blocks of rows, instead of the whole batch's logits."""
+    through fused_token_nll, in blocks of rows, instead of the whole batch's logits. On a CPU
+    the batch is lowered to CPU_SCORE_TOKENS tokens over all models."""
     was_training = model.training
     model.eval()
     if fused is None:
         fused = tokens.device.type == "cpu"
     M, _, S = tokens.shape
     batch_size = min(batch_size, sequences_per_chunk(M, S, model.vocab_size, max_logits))
+    if tokens.device.type == "cpu":
+        batch_size = min(batch_size, max(1, CPU_SCORE_TOKENS // (M * S)))
     k = None if min_k_frac is None else max(1, math.ceil(min_k_frac * (S - 1)))
     nll, min_k = [], []
     for start in range(0, tokens.shape[1], batch_size):

@@ -5,8 +5,8 @@ rotate-half convention) on the queries and keys, a gated SwiGLU MLP of hidden wi
 output projection tied to the embedding unless `tie_embeddings: false`. Every head attends
 with its own keys and values (no grouped queries).
 
-The weights are stored (din, dout); the query, key and value matrices side by side (d, 3d) and
-the gate and up projections side by side (d, 2I), one matmul each. Initialisation as memcap's
+The weights are stored (din, dout); the query, key and value matrices side by side (d, 3d), one
+matmul, and the rotation turns the queries and keys together. Initialisation as memcap's
 GPT-2 (N(0, 0.02), the residual projections N(0, 0.02/√(2L)), gains 1), so the families start
 alike.
 """
@@ -28,18 +28,21 @@ ROPE_THETA = 10_000.0
 
 
 def rotary_tables(seq_len: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin (S, head_dim) of the rotary angles, as transformers computes them."""
+    """cos and signed sin (S, 1, head_dim) of the rotary angles, as transformers computes them;
+    the sin's first half negated, so that x·cos + swap_halves(x)·sin is transformers'
+    x·cos + rotate_half(x)·sin without a negation per call."""
     inv_freq = 1.0 / ROPE_THETA ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float()
                                     / head_dim)
     angles = torch.outer(torch.arange(seq_len).float(), inv_freq)
     emb = torch.cat((angles, angles), dim=-1)
-    return emb.cos(), emb.sin()
+    sign = torch.cat((-torch.ones(head_dim // 2), torch.ones(head_dim // 2)))
+    return emb.cos().unsqueeze(1), (emb.sin() * sign).unsqueeze(1)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., S, heads, head_dim) turned by the rotary angles of its positions."""
     half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin)
 
 
 class Block(nn.Module):
@@ -51,7 +54,10 @@ class Block(nn.Module):
         self.qkv_w = nn.Parameter(torch.empty(M, d, 3 * d))
         self.o_proj_w = nn.Parameter(torch.empty(M, d, d))
         self.ln2_w = nn.Parameter(torch.ones(M, d))
-        self.gate_up_w = nn.Parameter(torch.empty(M, d, 2 * I))
+        # separate matrices: a slice of one (d, 2I) product is strided, and SiLU and the
+        # product of the halves run several times slower on strided memory
+        self.gate_proj_w = nn.Parameter(torch.empty(M, d, I))
+        self.up_proj_w = nn.Parameter(torch.empty(M, d, I))
         self.down_proj_w = nn.Parameter(torch.empty(M, I, d))
 
     def forward(self, x: torch.Tensor, batch: int, cos: torch.Tensor, sin: torch.Tensor,
@@ -59,14 +65,17 @@ class Block(nn.Module):
         M, T, d = x.shape  # T = B·S
         S, H = T // batch, self.n_head
         qkv = batched_linear(seen("qkv_w", rms_norm(x, self.ln1_w, EPS)), self.qkv_w)
-        q, k, v = qkv.view(M * batch, S, 3, H, d // H).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = _rotate(q, cos[:S], sin[:S]), _rotate(k, cos[:S], sin[:S])
+        qkv = qkv.view(M * batch, S, 3 * H, d // H)
+        qk = _rotate(qkv[:, :, :2 * H], cos[:S], sin[:S])  # queries and keys, one rotation
+        q, k = qk.transpose(1, 2).split(H, dim=1)  # (M·B, H, S, d/H)
+        v = qkv[:, :, 2 * H:].transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(M, T, d)
         x = x + batched_linear(seen("o_proj_w", y), self.o_proj_w)
-        gate, up = batched_linear(seen("gate_up_w", rms_norm(x, self.ln2_w, EPS)),
-                                  self.gate_up_w).split(self.intermediate, dim=-1)
-        return x + batched_linear(seen("down_proj_w", F.silu(gate) * up), self.down_proj_w)
+        h = seen("gate_proj_w", rms_norm(x, self.ln2_w, EPS))
+        seen("up_proj_w", h)
+        gated = F.silu(batched_linear(h, self.gate_proj_w)) * batched_linear(h, self.up_proj_w)
+        return x + batched_linear(seen("down_proj_w", gated), self.down_proj_w)
 
 
 class PackedLlama(PackedLM):
@@ -131,18 +140,18 @@ class PackedLlama(PackedLM):
     def hf_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """transformers' Linear weights are (dout, din): each matrix transposed, the fused
         ones split."""
-        d, I = self.d_model, self.intermediate  # noqa: E741
+        d = self.d_model
         out = {"model.embed_tokens.weight": state["wte"], "model.norm.weight": state["lnf_w"],
                "lm_head.weight": state["wte" if self.tied else "lm_head"]}
         for i in range(self.n_layer):
             b, hf = f"blocks.{i}.", f"model.layers.{i}."
             q, k, v = state[b + "qkv_w"].split(d, dim=1)
-            gate, up = state[b + "gate_up_w"].split(I, dim=1)
             out |= {hf + "input_layernorm.weight": state[b + "ln1_w"],
                     hf + "post_attention_layernorm.weight": state[b + "ln2_w"],
                     hf + "self_attn.q_proj.weight": q.T, hf + "self_attn.k_proj.weight": k.T,
                     hf + "self_attn.v_proj.weight": v.T,
                     hf + "self_attn.o_proj.weight": state[b + "o_proj_w"].T,
-                    hf + "mlp.gate_proj.weight": gate.T, hf + "mlp.up_proj.weight": up.T,
+                    hf + "mlp.gate_proj.weight": state[b + "gate_proj_w"].T,
+                    hf + "mlp.up_proj.weight": state[b + "up_proj_w"].T,
                     hf + "mlp.down_proj.weight": state[b + "down_proj_w"].T}
         return {k: v.contiguous() for k, v in out.items()}
