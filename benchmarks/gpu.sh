@@ -8,8 +8,8 @@
 #                      utilisation, 1/2/8 packed models, torch.compile against eager,
 #                      scoring / membership inference / extraction
 #   trainer_vs_hf.json memcap's packed trainer (eager and as a CUDA graph) and scorer (5 seeds)
-#                      against HF GPT2LMHeadModel one model at a time, d 16 … 64 (needs
-#                      transformers)
+#                      against each family's transformers model one model at a time: GPT-2
+#                      d 16 … 64, Llama and Mamba d 32 and 64 (needs transformers)
 #   gpu_small/         the capacity grid of configs/gpu-small.yaml through the workflow (four of
 #                      the paper's architectures, 2 seeds, bf16, the plateau schedule): its
 #                      tables (capacity, laws, runs) as Parquet, the report and the wall time;
@@ -28,7 +28,8 @@ python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test
 python3 benchmarks/gpu_check.py "$OUT" --steps "${STEPS:-10000}" --budget-s "${BUDGET_S:-200}" --skip "${SKIP:-}" \
     2>&1 | tee "$OUT/gpu_check.log"
 python3 benchmarks/trainer_vs_hf.py --device cuda --bf16 --seeds 5 --vocab 2048 --seq 64 \
-    --batch 256 --shapes L1-d16,L2-d16,L1-d32,L1-d64,L2-d64 --out "$OUT/trainer_vs_hf.json" \
+    --batch 256 --shapes L1-d16,L2-d16,L1-d32,L1-d64,L2-d64,llama-L1-d32,llama-L2-d64,mamba-L1-d32,mamba-L2-d64 \
+    --out "$OUT/trainer_vs_hf.json" \
     2>&1 | tee "$OUT/trainer_vs_hf.log"
 if [ -z "${SKIP_GRID:-}" ]; then
     mkdir -p "$OUT/gpu_small"

@@ -6,6 +6,7 @@ named config error; the family enters the run id, the records and the database."
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import subprocess
@@ -32,6 +33,7 @@ from memcap.models.causal_lm import HF_CLASSES, load_causal_lm
 from memcap.shapes import Shape, ShapeError, llama_intermediate_size
 from memcap.stages.aggregate import collect_tables
 from memcap.stages.evaluate import evaluate_cell
+from memcap.stages.quantize import quantize_cell
 from memcap.stages.score import score_cell
 from memcap.stages.train import train_cell
 from memcap.tokens import read_tokens
@@ -117,6 +119,22 @@ def test_an_exported_run_codes_its_samples_in_transformers_as_memcap_scored_them
     assert np.abs(code - members["nll_bits"].to_numpy()).max() < 1e-3
     # and the run memorized: below the uniform code of (S−1)·log2 V bits
     assert code.mean() < 0.8 * (cell.spec.seq_len - 1) * math.log2(cell.spec.vocab_size)
+
+
+@pytest.mark.parametrize("family", ["llama", "mamba"])
+def test_every_family_quantizes_through_the_grids_stage(trained, family, tmp_path):
+    """int8 keeps nearly every memorized bit of a llama and a mamba; GPTQ calibrates on the
+    inputs each family's hidden() captures for every quantized matrix."""
+    cell = trained[family]
+    trained_bits = [read_json(f"{d}/score.json")["mem_bits"] for d in cell.run_dirs]
+    for name in ("int8", "gptq-int4"):
+        qcell = dataclasses.replace(cell.quantized(name),
+                                    run_dirs=[tmp_path / f"{name}-{s}" for s in cell.seeds])
+        records = quantize_cell(qcell, calibration_samples=32)
+        assert records[0]["stored_bits_per_param"] < 16  # int8 and int4 matrices, fp32 rest
+        bits = [r["mem_bits"] for r in score_cell(qcell, CPU)]
+        if name == "int8":
+            assert min(q / t for q, t in zip(bits, trained_bits, strict=True)) > 0.95
 
 
 def test_the_family_is_in_the_run_id_records_and_tables(trained):

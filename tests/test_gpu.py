@@ -60,3 +60,23 @@ def test_cuda_graph_run_resumes_from_its_checkpoint(tmp_path, quiet):
     train_cell(resumed, every_20, echo=lines.append)
     assert any("resumed from checkpoint at step 20/" in line for line in lines), lines
     assert _max_diff(_weights(tmp_path / "whole-0"), _weights(tmp_path / "resumed-0")) < 1e-4
+
+
+@pytest.mark.parametrize("family", ["llama", "mamba"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_family_trains_on_cuda_as_on_the_cpu(tmp_path, quiet, family, precision):
+    """Each family's CUDA step (bf16 autocast or fp32, eager and as a CUDA graph) memorizes
+    as its CPU step does: the same data, seeds and steps, final estimates within 10 %."""
+    spec = small_spec(family=family, options={}, vocab_size=64, n_layer=2, d_model=32, n=64,
+                      steps=150, batch_size=16, lr=0.01, precision=precision)
+    train, held = write_data(tmp_path, spec, [0, 1])
+    recs = {}
+    for name, rt in (("cpu", runtime()), ("cuda", CUDA),
+                     ("graph", runtime(device="cuda", cuda_graphs=True))):
+        recs[name] = train_cell(make_cell(tmp_path, spec, [0, 1], train, held, name,
+                                          f"ck-{name}.pt"), rt, echo=quiet)
+    for s in (0, 1):
+        cpu = recs["cpu"][s]["final_mem_bits_estimate"]
+        assert cpu > 0.2 * spec.memorizable_bits  # it really trained
+        for name in ("cuda", "graph"):
+            assert recs[name][s]["final_mem_bits_estimate"] == pytest.approx(cpu, rel=0.1)

@@ -33,7 +33,8 @@ def test_predict_command_prints_the_answer():
 
 def test_verify_plan_inverts_the_law():
     laws = pl.DataFrame({"law": ["mia_f1"] * 3, "kind": ["synthetic"] * 3,
-                         "family": ["gpt2"] * 3, "precision": ["fp32"] * 3, "parameter": ["c1", "c2", "c3"],
+                         "family": ["gpt2"] * 3, "precision": ["fp32"] * 3,
+                         "parameter": ["c1", "c2", "c3"],
                          "value": [PAPER_MIA["c1"], PAPER_MIA["c2"], PAPER_MIA["c3"]]})
     p = plan(laws, "synthetic", "fp32", "gpt2", params=123_702_528, seq_len=64,
              targets=[0.55, 0.75, 0.95])

@@ -131,13 +131,14 @@ def param_count(shape: Shape) -> int:
 def input_widths(shape: Shape) -> set[int]:
     """The input widths of the weight matrices a quantization scheme rounds (groups of G
     inputs must divide each): the embeddings and every projection reading d, and GPT-2's
-    4d MLP, Llama's I-wide down projection, Mamba's E-wide and R-wide projections."""
+    4d MLP, Llama's I-wide down projection, Mamba's E-wide and R-wide projections (R = 1: a
+    weight per output, left unquantized)."""
     d, o = shape.d_model, shape.options
     if shape.family == GPT2:
         return {d, 4 * d}
     if shape.family == LLAMA:
         return {d, o["intermediate_size"]}
-    return {d, o["expand"] * d, o["time_step_rank"]}
+    return {d, o["expand"] * d} | ({o["time_step_rank"]} - {1})
 
 
 def train_flops_per_token(shape: Shape) -> int:

@@ -195,9 +195,11 @@ class PackedMamba(PackedLM):
     def input_axes(state: dict[str, torch.Tensor]) -> dict[str, int]:
         """The projections (din, dout) take their inputs along axis 0; the embedding and tied
         output projection reduce over d (axis 1). The depthwise conv taps and A_log are no
-        matrix products: they stay as they are."""
+        matrix products, and a Δ projection of rank 1 (d ≤ 16) is one weight per output:
+        they stay as they are."""
         return {k: 1 if k == "wte" else 0 for k, v in state.items()
-                if v.dim() == 2 and k.endswith(("wte", "proj_w"))}
+                if v.dim() == 2 and k.endswith(("wte", "proj_w"))
+                and (k == "wte" or v.shape[0] > 1)}
 
     def hf_config(self, tf: Any) -> Any:
         o = self.options
