@@ -223,15 +223,21 @@ def _check_architectures(cfg: dict, key: str, archs: list[dict], train: dict) ->
         raise ConfigError(f"config key '{key}': {dupes} listed more than once")
 
 
-def _option_family(option: str) -> str:
+@functools.cache
+def _option_families() -> dict[str, str]:
+    """Each family option of an architecture entry (marked x-family in the schema) and the
+    family that reads it."""
     props = schema()["$defs"]["architectures"]["items"]["properties"]
-    return props[option]["x-family"]
+    return {k: v["x-family"] for k, v in props.items() if "x-family" in v}
+
+
+def _option_family(option: str) -> str:
+    return _option_families()[option]
 
 
 def family_options(arch: dict) -> dict[str, Any]:
     """The family options an architecture entry gives (keys marked x-family in the schema)."""
-    props = schema()["$defs"]["architectures"]["items"]["properties"]
-    return {k: v for k, v in arch.items() if "x-family" in props.get(k, {})}
+    return {k: v for k, v in arch.items() if k in _option_families()}
 
 
 def arch_shape(config: dict, kind: str, arch: dict) -> Shape:
