@@ -212,3 +212,16 @@ def test_families_take_their_ids_and_options(cfg):
         "mamba-L2-d24"]
     assert [arch_id(a) for a in out["architectures"][:4]] == [
         "L1-d8", "L1-d16", "L2-d16", "L1-d32"]
+
+
+def test_the_report_sets_each_familys_alpha_beside_gpt2s():
+    from memcap.stages.report import _family_note
+
+    laws = pl.DataFrame({"law": ["capacity"] * 3, "parameter": ["alpha"] * 3,
+                         "family": ["gpt2", "llama", "mamba"], "precision": ["fp32"] * 3,
+                         "value": [2.0, 2.2, 1.5], "ci_low": [1.9, 2.1, 1.4],
+                         "ci_high": [2.1, 2.3, 1.6]})
+    (note,) = _family_note(laws)
+    assert "llama fp32: α 2.200 (2.100–2.300), 1.10× GPT-2's" in note
+    assert "mamba fp32: α 1.500 (1.400–1.600), 0.75× GPT-2's" in note
+    assert _family_note(laws.filter(pl.col("family") == "gpt2")) == []
