@@ -205,13 +205,10 @@ def _check_architectures(cfg: dict, key: str, archs: list[dict], train: dict) ->
         head_dim = {**train, **arch.get("train", {})}["head_dim"]
         options = family_options(arch)
         for option in options:
-            try:
-                option_defaults(arch["family"], arch["d_model"])[option]
-            except KeyError:
-                owner = _option_family(option)
-                raise ConfigError(f"config key '{key}[{i}].{option}': an option of the {owner} "
-                                  f"family, but this architecture's family is "
-                                  f"{arch['family']}") from None
+            if _option_families()[option] != arch["family"]:
+                raise ConfigError(f"config key '{key}[{i}].{option}': an option of the "
+                                  f"{_option_families()[option]} family, but this "
+                                  f"architecture's family is {arch['family']}")
         try:
             Shape(1, 1, arch["n_layer"], arch["d_model"], head_dim, arch["family"], options)
         except ShapeError as err:
@@ -229,10 +226,6 @@ def _option_families() -> dict[str, str]:
     family that reads it."""
     props = schema()["$defs"]["architectures"]["items"]["properties"]
     return {k: v["x-family"] for k, v in props.items() if "x-family" in v}
-
-
-def _option_family(option: str) -> str:
-    return _option_families()[option]
 
 
 def family_options(arch: dict) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from memcap.shapes import Shape
@@ -84,6 +85,14 @@ class PackedLM(nn.Module):
                 g = torch.Generator().manual_seed(int(seed))
                 for name, p in self.named_parameters():
                     p[m].copy_(self.init_values(name, p.shape[1:], g))
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (M, B, S) -> their embeddings (M, B, S, d) from each model's own table
+        `wte` (M, V, d): the ids are offset into the model's slice of the flattened
+        (M·V, d) table, one lookup for all models."""
+        M, V = idx.shape[0], self.vocab_size
+        offsets = torch.arange(M, device=idx.device).view(M, 1, 1) * V
+        return F.embedding(idx + offsets, self.wte.reshape(M * V, self.d_model))
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """States (M, B, S, d) -> logits (M, B, S, V) through the output projection."""

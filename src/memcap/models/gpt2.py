@@ -87,11 +87,8 @@ class PackedGPT(PackedLM):
     def hidden(self, idx: torch.Tensor,
                capture: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         M, B, S = idx.shape
-        V, d = self.vocab_size, self.d_model
-        # offset each model's token ids into its own slice of the flattened (M·V, d) table
-        offsets = torch.arange(M, device=idx.device).view(M, 1, 1) * V
-        x = F.embedding(idx + offsets, self.wte.reshape(M * V, d))  # (M, B, S, d)
-        x = (x + self.wpe[:, :S].unsqueeze(1)).reshape(M, B * S, d)
+        d = self.d_model
+        x = (self.embed(idx) + self.wpe[:, :S].unsqueeze(1)).reshape(M, B * S, d)
         for i, block in enumerate(self.blocks):
             x = block(x, B, capture_into(capture, f"blocks.{i}."))
         h = capture_into(capture, "")("wte", _layer_norm(x, self.lnf_w, self.lnf_b))

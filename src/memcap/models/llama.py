@@ -107,9 +107,8 @@ class PackedLlama(PackedLM):
     def hidden(self, idx: torch.Tensor,
                capture: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         M, B, S = idx.shape
-        V, d = self.vocab_size, self.d_model
-        offsets = torch.arange(M, device=idx.device).view(M, 1, 1) * V
-        x = F.embedding(idx + offsets, self.wte.reshape(M * V, d)).reshape(M, B * S, d)
+        d = self.d_model
+        x = self.embed(idx).reshape(M, B * S, d)
         cos, sin = self.cos.to(x.dtype), self.sin.to(x.dtype)
         for i, block in enumerate(self.blocks):
             x = block(x, B, cos, sin, capture_into(capture, f"blocks.{i}."))
