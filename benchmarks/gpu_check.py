@@ -77,7 +77,7 @@ def run_cell(root: Path, spec: TrainSpec, seeds: list[int], device: str, *, held
     first, last = log.filter(pl.col("step") > 0).row(0, named=True), log.row(-1, named=True)
     steady = ((last["step"] - first["step"]) * spec.batch * spec.seq_len * len(seeds)
               / max(last["elapsed_s"] - first["elapsed_s"], 1e-9))
-    flops = train_flops_per_token(spec.vocab_size, spec.seq_len, spec.n_layer, spec.d_model)
+    flops = train_flops_per_token(spec.shape)
     peak = (peak_flops(torch.cuda.get_device_name(0), recs[0]["compute_dtype"])
             if device == "cuda" else None)
     out = {

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from memcap import config as cfg
-from memcap.shapes import PEAK_FLOPS, train_flops_per_token
+from memcap.shapes import PEAK_FLOPS, Shape, train_flops_per_token
 
 R_MAX = 18.0e6  # tokens/s, 8 packed L2-d128, bf16, compiled + CUDA graph (H200)
 UTILISATION = {"bf16": 0.075, "fp32": 0.185}  # measured model FLOP utilisation (H200)
@@ -32,8 +32,8 @@ PAPER_FIXED = {"steps": 1_000_000, "min_passes": 0, "tokens_per_param": 0, "max_
                "schedule": "cosine"}
 
 
-def tokens_per_second(vocab: int, seq: int, n_layer: int, d_model: int, precision: str) -> float:
-    flops = train_flops_per_token(vocab, seq, n_layer, d_model)
+def tokens_per_second(shape: Shape, precision: str) -> float:
+    flops = train_flops_per_token(shape)
     return min(R_MAX, UTILISATION[precision] * PEAK_FLOPS["H200"][precision] / flops)
 
 
@@ -46,8 +46,9 @@ def grid_cost(config: dict) -> list[dict]:
             spec = cfg.train_spec(config, kind, c["arch"], c["precision"], c["n"])
             batch = min(spec["batch_size"], c["n"])
             tokens = spec["steps"] * batch * spec["seq_len"] * seeds
-            rate = tokens_per_second(spec["vocab_size"], spec["seq_len"], spec["n_layer"],
-                                     spec["d_model"], c["precision"])
+            rate = tokens_per_second(
+                cfg.arch_shape(config, kind, cfg.architecture(config, c["arch"], kind)),
+                c["precision"])
             rows.append({"kind": kind, "arch": c["arch"], "precision": c["precision"],
                          "n": c["n"], "steps": spec["steps"], "tokens": tokens,
                          "tokens_per_s": rate, "gpu_hours": tokens / rate / 3600})
